@@ -1,0 +1,58 @@
+#pragma once
+//! \file
+//! Bridges between Eigen dense objects and matrix_view (host memory only).
+#include <cmath>
+#include <type_traits>
+
+#include <Eigen/Core>
+
+#include <yaqa/core/error.hpp>
+#include <yaqa/core/matrix_view.hpp>
+
+namespace yaqa {
+
+template <class T>
+using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+template <class T>
+using vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+
+//! Eigen map of a host view (keeps the leading dimension).
+template <class T>
+auto as_eigen(const matrix_view<T, host_space>& v) {
+  using M = std::conditional_t<std::is_const_v<T>, const matrix<std::remove_const_t<T>>,
+                               matrix<std::remove_const_t<T>>>;
+  return Eigen::Map<M, Eigen::Unaligned, Eigen::OuterStride<>>(v.data, v.rows, v.cols,
+                                                               Eigen::OuterStride<>(v.ld));
+}
+
+//! View of a column-major Eigen object with direct access (Matrix, Map, Block of those).
+template <class Derived>
+  requires((Derived::Flags & Eigen::RowMajorBit) == 0 && (Derived::Flags & Eigen::DirectAccessBit) != 0)
+auto view(Eigen::PlainObjectBase<Derived>& m) {
+  using T = typename Derived::Scalar;
+  return matrix_view<T>{m.data(), m.rows(), m.cols(), m.outerStride()};
+}
+template <class Derived>
+  requires((Derived::Flags & Eigen::RowMajorBit) == 0 && (Derived::Flags & Eigen::DirectAccessBit) != 0)
+auto view(const Eigen::PlainObjectBase<Derived>& m) {
+  using T = typename Derived::Scalar;
+  return matrix_view<const T>{m.data(), m.rows(), m.cols(), m.outerStride()};
+}
+template <class T, int O, class S>
+auto view(const Eigen::Map<T, O, S>& m) {
+  using E = std::remove_pointer_t<decltype(m.data())>;
+  return matrix_view<E>{m.data(), m.rows(), m.cols(), m.outerStride()};
+}
+
+//! Throws non_finite_error naming `name` and the first offending element when v has NaN/Inf.
+template <class T>
+void check_finite(const char* what, const char* name, const matrix_view<T, host_space>& v) {
+  for (index j = 0; j < v.cols; ++j)
+    for (index i = 0; i < v.rows; ++i)
+      if (!std::isfinite(v(i, j)))
+        throw non_finite_error(detail::concat(what, ": argument '", name, "' contains ",
+                                              std::isnan(v(i, j)) ? "NaN" : "Inf", " at (", i,
+                                              ", ", j, "); expected finite values"));
+}
+
+}  // namespace yaqa

@@ -1,0 +1,35 @@
+#!/usr/bin/env python3
+"""Print each benchmark's rate and its ratio to the GEMM reference measured in the same run.
+
+Usage: yaqa-bench --benchmark_out=r.json --benchmark_out_format=json ...; tools/bench_ratio.py r.json
+The reference is BM_gemm_eigen<float>/4096 (else the largest BM_gemm_eigen<float> present).
+"""
+import json
+import re
+import sys
+
+
+def main(path):
+    data = json.load(open(path))
+    rows = [b for b in data["benchmarks"] if b.get("run_type", "iteration") == "iteration"]
+    gemm = [b for b in rows if b["name"].startswith("BM_gemm_eigen<float>/") and "FLOPS" in b]
+    ref = None
+    if gemm:
+        ref = max(gemm, key=lambda b: int(re.findall(r"/(\d+)", b["name"])[0]))
+    ctx = data.get("context", {})
+    print(f"# {ctx.get('cpu_model', '?')}, {ctx.get('threads', '?')} threads, yaqa {ctx.get('yaqa_version', '?')} ({ctx.get('git_sha', '?')})")
+    if ref:
+        print(f"# reference: {ref['name']} = {ref['FLOPS'] / 1e9:.1f} GFLOP/s")
+    print("| benchmark | time (ms) | GFLOP/s | ratio to GEMM | GB/s |")
+    print("|---|---|---|---|---|")
+    for b in rows:
+        t = b["real_time"] if b.get("time_unit") == "ms" else b["real_time"] / {"ns": 1e6, "us": 1e3, "s": 1e-3}[b["time_unit"]]
+        fl = b.get("FLOPS")
+        by = b.get("BYTES")
+        ratio = f"{fl / ref['FLOPS']:.2f}" if (fl and ref) else ""
+        print(f"| {b['name']} | {t:.2f} | {fl / 1e9:.1f} | {ratio} | {by / 1e9:.2f} |" if fl else
+              f"| {b['name']} | {t:.2f} |  | | {by / 1e9 if by else '':} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages yaqa needs, only those missing. Non-interactive.
+# Usage: tools/install_deps.sh [--with-python]   (python3-torch for the interop tests)
+# Not root and something missing: prints the exact apt-get command and exits 1.
+set -euo pipefail
+
+pkgs=(cmake make g++ libeigen3-dev catch2 libbenchmark-dev nlohmann-json3-dev libcli11-dev gnuplot-nox)
+if [[ "${1:-}" == "--with-python" ]]; then
+  pkgs+=(python3 python3-numpy python3-torch)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    cmd="sudo sh -c '$cmd'"
+  else
+    echo "yaqa: missing Debian packages: ${missing[*]}" >&2
+    echo "yaqa: run as root:  $cmd" >&2
+    exit 1
+  fi
+fi
+echo "yaqa: installing ${missing[*]}" >&2
+eval "$cmd" >/tmp/yaqa-apt.log 2>&1 || { tail -n 30 /tmp/yaqa-apt.log >&2; exit 1; }
