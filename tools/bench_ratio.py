@@ -23,12 +23,13 @@ def main(path):
     print("| benchmark | time (ms) | GFLOP/s | ratio to GEMM | GB/s |")
     print("|---|---|---|---|---|")
     for b in rows:
-        t = b["real_time"] if b.get("time_unit") == "ms" else b["real_time"] / {"ns": 1e6, "us": 1e3, "s": 1e-3}[b["time_unit"]]
-        fl = b.get("FLOPS")
-        by = b.get("BYTES")
+        scale = {"ns": 1e6, "us": 1e3, "ms": 1.0, "s": 1e-3}[b.get("time_unit", "ns")]
+        t = b["real_time"] / scale
+        fl, by = b.get("FLOPS"), b.get("BYTES")
+        gf = f"{fl / 1e9:.1f}" if fl else ""
         ratio = f"{fl / ref['FLOPS']:.2f}" if (fl and ref) else ""
-        print(f"| {b['name']} | {t:.2f} | {fl / 1e9:.1f} | {ratio} | {by / 1e9:.2f} |" if fl else
-              f"| {b['name']} | {t:.2f} |  | | {by / 1e9 if by else '':} |")
+        gb = f"{by / 1e9:.2f}" if by else ""
+        print(f"| {b['name']} | {t:.2f} | {gf} | {ratio} | {gb} |")
 
 
 if __name__ == "__main__":

@@ -15,3 +15,33 @@
 #include <yaqa/backend/cpu/ops.hpp>
 
 #include <yaqa/quantizers/concepts.hpp>
+#include <yaqa/quantizers/e8p.hpp>
+#include <yaqa/quantizers/nonuniform_grid.hpp>
+#include <yaqa/quantizers/rtn_grid.hpp>
+
+#include <yaqa/hessian/accumulator.hpp>
+#include <yaqa/hessian/common.hpp>
+#include <yaqa/hessian/diagonal.hpp>
+#include <yaqa/hessian/kronecker_sketch.hpp>
+#include <yaqa/hessian/packed_symmetric.hpp>
+
+#include <yaqa/linalg/block_ldl.hpp>
+#include <yaqa/linalg/damping.hpp>
+#include <yaqa/linalg/hadamard.hpp>
+#include <yaqa/linalg/preprocess.hpp>
+
+#include <yaqa/io/dtype.hpp>
+#include <yaqa/io/file.hpp>
+#include <yaqa/io/float16.hpp>
+#include <yaqa/io/npy.hpp>
+#include <yaqa/io/safetensors.hpp>
+#include <yaqa/io/tensor.hpp>
+
+#include <yaqa/rounding/common.hpp>
+#include <yaqa/rounding/gptq.hpp>
+#include <yaqa/rounding/layer.hpp>
+#include <yaqa/rounding/ldlq.hpp>
+#include <yaqa/rounding/proxy.hpp>
+#include <yaqa/rounding/rtn.hpp>
+#include <yaqa/rounding/sweep.hpp>
+#include <yaqa/rounding/yaqa.hpp>

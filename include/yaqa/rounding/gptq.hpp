@@ -1,0 +1,163 @@
+#pragma once
+//! \file
+//! GPTQ with the reference semantics of the original implementation (IST-DASLab/gptq, described
+//! in peers.md §2.1): dead columns, damping (1 % of the mean diagonal, with the library's ladder
+//! on failure), optional act-order (descending diag H) with un-permutation, per-channel or
+//! group-wise parameters fitted lazily on the first column of a group (from the globally updated
+//! W, i.e. without the updates made inside the current 128-column block — the reference quirk)
+//! or up front ("static groups"), lazy batches of 128 columns, and the loss sum (w-q)^2/d^2/2.
+//! The quantizer sees one column (m x 1) at a time.
+#include <algorithm>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <yaqa/backend/cpu/ops.hpp>
+#include <yaqa/linalg/block_ldl.hpp>
+#include <yaqa/linalg/damping.hpp>
+#include <yaqa/rounding/common.hpp>
+#include <yaqa/rounding/rtn.hpp>
+
+namespace yaqa {
+
+struct gptq_options {
+  index block = 128;           //!< lazy batch width (the reference's blocksize)
+  bool act_order = false;      //!< process columns by descending diag(H)
+  bool static_groups = false;  //!< fit every group up front from the original W
+  damping_options damping{};   //!< sigma = GPTQ's percdamp (0.01), with the retry ladder
+};
+
+template <Quantizer Q>
+struct gptq_result : rounded<Q> {
+  double loss = 0;            //!< sum over columns of |w - q|^2 / d^2 / 2 (the reference's "error")
+  double damp = 0;            //!< absolute damp added to the diagonal of H
+  int attempts = 0;           //!< factorization attempts
+  std::vector<index> dead;    //!< dead input columns (diag H == 0): H_ii = 1, W[:, i] = 0
+  std::vector<index> perm;    //!< act-order permutation (empty without act-order)
+  bool feedback = true;       //!< false: every damp failed; rounded without feedback (RTN)
+  std::string failure;        //!< why, when feedback is false
+};
+
+//! GPTQ on w (m x n) with the n x n Hessian h (e.g. X^T X; it need not be normalized).
+template <Backend B, Quantizer Q>
+  requires accessible_from<B, host_space>
+gptq_result<Q> gptq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
+                    matrix_view<const scalar_of<Q>> h, const gptq_options& opt = {}) {
+  using T = scalar_of<Q>;
+  using code_t = typename Q::code_type;
+  constexpr const char* what = "yaqa::gptq";
+  const index m = w.rows, n = w.cols;
+  check_shape(what, "H", h, n, n);
+  static_assert(Q::unit_cols == 1 && Q::unit_rows == 1, "yaqa::gptq hands the quantizer single columns: it needs a scalar quantizer (unit 1x1) (use ldlq/yaqa_round for vector or tile quantizers)");
+  const index g = detail::checked_group_cols(what, q, m, n);
+  detail::require(opt.block >= 1, what, ": option 'block' must be >= 1, got ", opt.block);
+  check_finite(what, "W", w);
+  check_finite(what, "H", h);
+  const B be = detail::pin_threads(b);
+  const cpu_backend host = detail::host_backend(be);
+
+  matrix<T> W = as_eigen(w);
+  matrix<double> H = as_eigen(h).template cast<double>();
+  gptq_result<Q> res;
+  for (index i = 0; i < n; ++i)
+    if (H(i, i) == 0) {
+      res.dead.push_back(i);
+      H(i, i) = 1;
+      W.col(i).setZero();
+    }
+  const bool lazy = !opt.static_groups && g != n;
+  std::vector<typename Q::params_type> params;
+  if (!lazy) params = detail::fit_groups(q, view(std::as_const(W)), g);  // static / per channel
+
+  // act-order: permute W and H by descending diag(H) (stable, as torch.argsort on a CPU tensor
+  // of distinct values; ties keep index order).
+  if (opt.act_order) {
+    res.perm.resize(static_cast<std::size_t>(n));
+    std::iota(res.perm.begin(), res.perm.end(), index{0});
+    std::stable_sort(res.perm.begin(), res.perm.end(), [&](index a, index c) { return H(a, a) > H(c, c); });
+    matrix<T> Wp(m, n);
+    matrix<double> Hp(n, n);
+    for (index j = 0; j < n; ++j) {
+      Wp.col(j) = W.col(res.perm[j]);
+      for (index i = 0; i < n; ++i) Hp(i, j) = H(res.perm[i], res.perm[j]);
+    }
+    W.swap(Wp);
+    H.swap(Hp);
+  }
+
+  auto fac = gptq_inverse_factor(be, view(std::as_const(H)), opt.damping);
+  if (!fac) {
+    // Never a crash and never NaN: round without feedback with the same parameters.
+    res.feedback = false;
+    res.failure = fac.error().reason;
+    res.attempts = fac.error().attempts;
+    res.damp = fac.error().last_damp;
+  } else {
+    res.damp = fac->damp;
+    res.attempts = fac->attempts;
+  }
+  const matrix<T> U = res.feedback ? matrix<T>(fac->U.template cast<T>()) : matrix<T>::Identity(n, n);
+
+  matrix<T> Qm(m, n);
+  matrix<code_t> codes(m, n);
+  if (lazy) params.resize(static_cast<std::size_t>(n / g));
+  const index rows = detail::round_up_to(detail::chunk_width(m), Q::unit_rows);
+  const index nchunks = (m + rows - 1) / rows;
+  std::vector<double> chunk_loss(static_cast<std::size_t>(nchunks), 0.0);
+  matrix<T> err(m, std::min(opt.block, n));
+  for (index i1 = 0; i1 < n; i1 += opt.block) {
+    const index i2 = std::min(n, i1 + opt.block), count = i2 - i1;
+    if (lazy)  // groups starting in this block, fitted from the global W (reference quirk)
+      for (index c = (i1 + g - 1) / g * g; c < i2; c += g)
+        params[static_cast<std::size_t>(c / g)] = q.fit(view(std::as_const(W)).col_block(c, g));
+    detail::parallel_chunks(host, m, rows, [&](index r0, index h_rows) {
+      matrix<T> w1 = W.block(r0, i1, h_rows, count);
+      matrix<T> qc(h_rows, 1);
+      double loss = 0;
+      for (index i = 0; i < count; ++i) {
+        const index col = i1 + i;
+        const index grp = (!lazy && opt.act_order) ? res.perm[col] / g : col / g;
+        auto cv = view(codes).block(r0, col, h_rows, 1);
+        q.quantize(view(std::as_const(w1)).col_block(i, 1), params[static_cast<std::size_t>(grp)], r0, view(qc), cv);
+        Qm.block(r0, col, h_rows, 1) = qc;
+        const T d = U(col, col);
+        const auto e = ((w1.col(i) - qc.col(0)) / d).eval();
+        loss += double((w1.col(i) - qc.col(0)).squaredNorm()) / (double(d) * double(d)) / 2;
+        if (i + 1 < count) w1.rightCols(count - i - 1).noalias() -= e * U.row(col).segment(col + 1, count - i - 1);
+        err.block(r0, i, h_rows, 1) = e;
+      }
+      chunk_loss[static_cast<std::size_t>(r0 / rows)] += loss;
+    });
+    if (i2 < n)  // W[:, i2:] -= Err1 * U[i1:i2, i2:]: one GEMM per block
+      backend_ops<B>::template gemm<T>(be, trans::none, trans::none, T(-1), view(std::as_const(err)).col_block(0, count),
+                                       view(U).block(i1, i2, count, n - i2), T(1), view(W).col_block(i2, n - i2));
+  }
+  for (double l : chunk_loss) res.loss += l;
+
+  // un-permute
+  res.weights.resize(m, n);
+  res.codes.resize(m, n);
+  res.params = std::move(params);
+  if (opt.act_order) {
+    for (index j = 0; j < n; ++j) {
+      res.weights.col(res.perm[j]) = Qm.col(j);
+      res.codes.col(res.perm[j]) = codes.col(j);
+    }
+    if (lazy) {
+      res.group_index.resize(static_cast<std::size_t>(n));
+      for (index j = 0; j < n; ++j) res.group_index[static_cast<std::size_t>(res.perm[j])] = j / g;
+    }
+  } else {
+    res.weights = std::move(Qm);
+    res.codes = std::move(codes);
+  }
+  return res;
+}
+
+template <Quantizer Q>
+gptq_result<Q> gptq(const Q& q, matrix_view<const scalar_of<Q>> w, matrix_view<const scalar_of<Q>> h,
+                    const gptq_options& opt = {}) {
+  return gptq(default_backend{}, q, w, h, opt);
+}
+
+}  // namespace yaqa

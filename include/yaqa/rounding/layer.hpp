@@ -1,0 +1,293 @@
+#pragma once
+//! \file
+//! The layer-level driver: everything between "a weight and its Hessian factors" and "a quantized
+//! weight in the original basis", with a report of what happened.
+//!
+//!   normalize factors (mean diagonal 1, dead inputs) -> optional two-sided random Hadamard
+//!   transform -> damped block LDL (fp64) -> fit quantizer params on the rotated W ("static
+//!   groups") -> round (RTN / GPTQ / LDLQ / YAQA) -> un-rotate
+//!
+//! Never throws for a numerically hopeless Hessian: when every damp fails, the layer is rounded
+//! without feedback and the report says so (feedback = false, fallback_reason).
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <yaqa/linalg/block_ldl.hpp>
+#include <yaqa/linalg/damping.hpp>
+#include <yaqa/linalg/hadamard.hpp>
+#include <yaqa/linalg/preprocess.hpp>
+#include <yaqa/rounding/gptq.hpp>
+#include <yaqa/rounding/ldlq.hpp>
+#include <yaqa/rounding/proxy.hpp>
+#include <yaqa/rounding/rtn.hpp>
+#include <yaqa/rounding/yaqa.hpp>
+
+namespace yaqa {
+
+enum class method { rtn, gptq, ldlq, yaqa };
+
+inline const char* method_name(method a) {
+  switch (a) {
+    case method::rtn: return "rtn";
+    case method::gptq: return "gptq";
+    case method::ldlq: return "ldlq";
+    case method::yaqa: return "yaqa";
+  }
+  return "?";
+}
+
+//! Options of quantize_layer, validated up front (validate()).
+struct rounding_options {
+  method algorithm = method::yaqa;
+  index tile_rows = 16;      //!< td_x (YAQA): output rows per tile, must divide m
+  index tile_cols = 16;      //!< td_y (YAQA) and the LDLQ block: input columns, must divide n
+  yaqa_ordering ordering = yaqa_ordering::automatic;
+  bool incoherence = true;   //!< two-sided random Hadamard transform (RHT)
+  std::uint64_t seed = 0;    //!< RHT seed; the two sides use derived seeds (see transform_seeds)
+  damping_options damping{}; //!< sigma relative to the normalized mean diagonal (1)
+  bool zero_dead_inputs = true;  //!< GPTQ's rule: W[:, i] = 0 for inputs with diag(H_in) = 0
+  index gptq_block = 128;
+  bool act_order = false;
+  bool static_groups = false;
+  bool report_baseline = true;   //!< also report the RTN proxy with the same quantizer ("before")
+
+  //! Throws invalid_argument (naming the option and the dims) when the options cannot work for an
+  //! m x n layer and quantizer Q.
+  template <Quantizer Q>
+  void validate(const Q& q, index m, index n) const {
+    constexpr const char* what = "yaqa::quantize_layer";
+    detail::require(tile_rows >= 1 && tile_cols >= 1, what, ": tile sizes must be positive, got ",
+                    tile_rows, "x", tile_cols);
+    detail::check_damping_options(what, damping);
+    detail::checked_group_cols(what, q, m, n);
+    if (algorithm == method::yaqa) {
+      detail::require<shape_error>(m % tile_rows == 0 && n % tile_cols == 0, what, ": the tile ", tile_rows,
+                                   "x", tile_cols, " must divide the layer ", m, "x", n,
+                                   " (td_x divides m = out_features, td_y divides n = in_features)");
+      detail::require(tile_rows % Q::unit_rows == 0 && tile_cols % Q::unit_cols == 0, what, ": the tile ",
+                      tile_rows, "x", tile_cols, " must be a multiple of the quantizer's unit ", Q::unit_rows,
+                      "x", Q::unit_cols);
+    }
+    if (algorithm == method::ldlq) {
+      detail::require<shape_error>(n % tile_cols == 0, what, ": the LDLQ block tile_cols = ", tile_cols,
+                                   " must divide n = ", n);
+      detail::require(tile_cols % Q::unit_cols == 0, what, ": the LDLQ block ", tile_cols,
+                      " must be a multiple of the quantizer's unit width ", Q::unit_cols);
+    }
+    if (algorithm == method::gptq) {
+      detail::require(Q::unit_rows == 1 && Q::unit_cols == 1, what,
+                      ": gptq needs a scalar quantizer (unit 1x1); this one's unit is ", Q::unit_rows, "x",
+                      Q::unit_cols, " (use ldlq or yaqa)");
+      detail::require(gptq_block >= 1, what, ": option 'gptq_block' must be >= 1, got ", gptq_block);
+    }
+  }
+};
+
+//! The seeds of the input-side and output-side transforms derived from one user seed.
+inline std::pair<std::uint64_t, std::uint64_t> transform_seeds(std::uint64_t seed) {
+  auto mix = [](std::uint64_t x) {  // splitmix64 finalizer
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+  };
+  return {mix(2 * seed), mix(2 * seed + 1)};
+}
+
+struct stage_time {
+  std::string stage;
+  double seconds = 0;
+};
+
+struct layer_report {
+  method algorithm = method::yaqa;
+  index rows = 0, cols = 0;
+  //! tr(dW H_in dW^T H_out) / tr(W H_in W^T H_out), in the normalized, rotated, damped basis
+  //! (H_out = I when none was given).
+  double relative_proxy = 0;
+  //! tr(dW H_in dW^T) / tr(W H_in W^T) (GPTQ/LDLQ's objective).
+  double relative_proxy_one_sided = 0;
+  //! relative_proxy of RTN with the same quantizer and params (NaN unless report_baseline).
+  double baseline_relative_proxy = std::numeric_limits<double>::quiet_NaN();
+  double damp_in = 0, damp_out = 0;  //!< absolute damps added (normalized scale: relative)
+  int attempts_in = 0, attempts_out = 0;
+  bool feedback = true;              //!< false: factorization failed, rounded without feedback
+  std::string fallback_reason;
+  factor_report in, out;             //!< normalization, dead inputs, identity fallback
+  std::vector<stage_time> times;
+  double seconds = 0;
+};
+
+template <Quantizer Q>
+struct layer_result : rounded<Q> {
+  //! rounded<Q>::weights are in the ORIGINAL basis (ready to load back into the model); codes
+  //! and params are those of the rotated weight W_r = U_out^T W U_in.
+  bool rotated = false;
+  std::uint64_t seed_in = 0, seed_out = 0;
+  std::vector<std::int8_t> signs_in, signs_out;
+  std::string transform_in, transform_out;
+  layer_report report;
+};
+
+//! Quantizes one linear layer. w: m x n (out x in). h_in: n x n. h_out: m x m, or an empty view
+//! for H_out = I (GPTQ/LDLQ ignore it for rounding; it is used for the report when given).
+template <Backend B, Quantizer Q>
+  requires accessible_from<B, host_space>
+layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
+                               matrix_view<const scalar_of<Q>> h_in, matrix_view<const scalar_of<Q>> h_out,
+                               const rounding_options& opt = {}) {
+  using T = scalar_of<Q>;
+  using clock = std::chrono::steady_clock;
+  constexpr const char* what = "yaqa::quantize_layer";
+  const index m = w.rows, n = w.cols;
+  check_shape(what, "H_in", h_in, n, n);
+  if (!h_out.empty()) check_shape(what, "H_out", h_out, m, m);
+  opt.validate(q, m, n);
+  check_finite(what, "W", w);
+  const B be = detail::pin_threads(b);
+
+  layer_result<Q> res;
+  auto& rep = res.report;
+  rep.algorithm = opt.algorithm;
+  rep.rows = m;
+  rep.cols = n;
+  const auto t_start = clock::now();
+  auto t = t_start;
+  auto lap = [&](const char* stage) {
+    const auto now = clock::now();
+    rep.times.push_back({stage, std::chrono::duration<double>(now - t).count()});
+    t = now;
+  };
+
+  // 1. normalize (fp64)
+  matrix<double> hin = as_eigen(h_in).template cast<double>();
+  matrix<double> hout = h_out.empty() ? matrix<double>(matrix<double>::Identity(m, m))
+                                      : matrix<double>(as_eigen(h_out).template cast<double>());
+  rep.in = normalize_factor(view(hin), "H_in");
+  rep.out = normalize_factor(view(hout), "H_out");
+  matrix<double> wd = as_eigen(w).template cast<double>();
+  if (opt.zero_dead_inputs) zero_columns(view(wd), rep.in.dead);
+  lap("normalize");
+
+  // 2. incoherence: W_r = U_out^T W U_in, H_in,r = U_in^T H_in U_in, H_out,r = U_out^T H_out U_out
+  std::optional<random_hadamard> u_in, u_out;
+  if (opt.incoherence) {
+    std::tie(res.seed_in, res.seed_out) = transform_seeds(opt.seed);
+    u_in.emplace(n, res.seed_in);
+    u_out.emplace(m, res.seed_out);
+    u_in->apply(side::right, trans::none, view(wd));
+    u_out->apply(side::left, trans::transpose, view(wd));
+    u_in->apply(side::right, trans::none, view(hin));
+    u_in->apply(side::left, trans::transpose, view(hin));
+    u_out->apply(side::right, trans::none, view(hout));
+    u_out->apply(side::left, trans::transpose, view(hout));
+    res.rotated = true;
+    res.signs_in = u_in->signs();
+    res.signs_out = u_out->signs();
+    res.transform_in = u_in->description();
+    res.transform_out = u_out->description();
+  }
+  const matrix<T> wr = wd.template cast<T>();
+  lap("rotate");
+
+  // 3. factor (fp64), with the damping ladder; a failure means rounding without feedback
+  const bool two_sided = opt.algorithm == method::yaqa;
+  const bool needs_ldl = opt.algorithm == method::ldlq || two_sided;
+  matrix<T> l_in, l_out;
+  if (needs_ldl) {
+    auto f_in = damped_block_ldl(be, view(std::as_const(hin)), opt.tile_cols, opt.damping);
+    if (f_in) {
+      rep.damp_in = f_in->damp;
+      rep.attempts_in = f_in->attempts;
+      l_in = f_in->L.template cast<T>();
+    } else {
+      rep.feedback = false;
+      rep.fallback_reason = "H_in: " + f_in.error().reason;
+      rep.attempts_in = f_in.error().attempts;
+      rep.damp_in = f_in.error().last_damp;
+    }
+    if (two_sided && rep.feedback) {
+      auto f_out = damped_block_ldl(be, view(std::as_const(hout)), opt.tile_rows, opt.damping);
+      if (f_out) {
+        rep.damp_out = f_out->damp;
+        rep.attempts_out = f_out->attempts;
+        l_out = f_out->L.template cast<T>();
+      } else {
+        rep.feedback = false;
+        rep.fallback_reason = "H_out: " + f_out.error().reason;
+        rep.attempts_out = f_out.error().attempts;
+        rep.damp_out = f_out.error().last_damp;
+      }
+    }
+  }
+  lap("factor");
+
+  // 4. round
+  rounded<Q>& out = res;
+  if (!rep.feedback || opt.algorithm == method::rtn) {
+    out = rtn(be, q, view(wr));
+  } else if (opt.algorithm == method::ldlq) {
+    out = ldlq(be, q, view(wr), view(std::as_const(l_in)), opt.tile_cols);
+  } else if (opt.algorithm == method::yaqa) {
+    out = yaqa_round(be, q, view(wr), view(std::as_const(l_in)), view(std::as_const(l_out)),
+                     yaqa_options{opt.tile_rows, opt.tile_cols, opt.ordering});
+  } else {
+    if constexpr (Q::unit_rows == 1 && Q::unit_cols == 1) {
+      gptq_options go;
+      go.block = opt.gptq_block;
+      go.act_order = opt.act_order;
+      go.static_groups = opt.static_groups;
+      go.damping = opt.damping;
+      const matrix<T> hin_t = hin.template cast<T>();
+      auto g = gptq(be, q, view(wr), view(hin_t), go);
+      rep.damp_in = g.damp;
+      rep.attempts_in = g.attempts;
+      rep.feedback = g.feedback;
+      rep.fallback_reason = g.failure;
+      out = std::move(static_cast<rounded<Q>&>(g));
+    }
+  }
+  lap("round");
+
+  // 5. report, in the rotated basis with the damped factors
+  {
+    const double di = rep.damp_in, dout = two_sided ? rep.damp_out : 0.0;
+    matrix<T> hin_d = hin.template cast<T>(), hout_d = hout.template cast<T>();
+    hin_d.diagonal().array() += T(di);
+    hout_d.diagonal().array() += T(dout);
+    const matrix<T> dw = wr - out.weights;
+    const double base2 = kronecker_proxy(be, view(wr), view(std::as_const(hin_d)), view(std::as_const(hout_d)));
+    const double base1 = kronecker_proxy(be, view(wr), view(std::as_const(hin_d)), matrix_view<const T>{});
+    rep.relative_proxy = kronecker_proxy(be, view(dw), view(std::as_const(hin_d)), view(std::as_const(hout_d))) / base2;
+    rep.relative_proxy_one_sided = kronecker_proxy(be, view(dw), view(std::as_const(hin_d)), matrix_view<const T>{}) / base1;
+    if (opt.report_baseline) {
+      const matrix<T> dr = wr - rtn(be, q, view(wr)).weights;
+      rep.baseline_relative_proxy =
+          kronecker_proxy(be, view(dr), view(std::as_const(hin_d)), view(std::as_const(hout_d))) / base2;
+    }
+  }
+  lap("report");
+
+  // 6. un-rotate: What = U_out What_r U_in^T
+  if (res.rotated) {
+    matrix<double> wh = out.weights.template cast<double>();
+    u_out->apply(side::left, trans::none, view(wh));
+    u_in->apply(side::right, trans::transpose, view(wh));
+    out.weights = wh.template cast<T>();
+  }
+  lap("unrotate");
+  rep.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
+  return res;
+}
+
+template <Quantizer Q>
+layer_result<Q> quantize_layer(const Q& q, matrix_view<const scalar_of<Q>> w, matrix_view<const scalar_of<Q>> h_in,
+                               matrix_view<const scalar_of<Q>> h_out, const rounding_options& opt = {}) {
+  return quantize_layer(default_backend{}, q, w, h_in, h_out, opt);
+}
+
+}  // namespace yaqa

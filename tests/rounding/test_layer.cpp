@@ -1,0 +1,182 @@
+// The layer driver: pipeline equivalences, incoherence round trip, report contents, fallbacks,
+// validation and determinism.
+#include <catch2/catch.hpp>
+
+#include <rounding/reference_rounding.hpp>
+#include <rounding/toy_quantizers.hpp>
+#include <support/approx.hpp>
+#include <support/generators.hpp>
+#include <yaqa/rounding/layer.hpp>
+
+using namespace yaqa;
+
+namespace {
+template <class T>
+struct layer_problem {
+  matrix<T> w, h_in, h_out;
+};
+template <class T>
+layer_problem<T> make_layer(yaqa::index m, yaqa::index n, std::uint64_t seed) {
+  layer_problem<T> p;
+  p.w = test::random_weights<T>(m, n, seed);
+  p.h_in = (test::random_second_moment<double>(n, 2 * n, seed + 1) * 3.0).cast<T>();  // not normalized
+  p.h_out = (test::random_spd<double>(m, 1e3, seed + 2) * 0.01).cast<T>();
+  return p;
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("quantize_layer without incoherence is the documented pipeline", "[rounding][layer]", float, double) {
+  using T = TestType;
+  auto p = make_layer<T>(48, 80, 1);
+  test::row_scaled_grid<T> q;
+  rounding_options o;
+  o.incoherence = false;
+  o.report_baseline = false;
+  // manual pipeline
+  matrix<T> hin = p.h_in, hout = p.h_out;
+  normalize_factor(view(hin), "H_in");
+  normalize_factor(view(hout), "H_out");
+  const auto li = damped_block_ldl(view(std::as_const(hin)), 16);
+  const auto lo = damped_block_ldl(view(std::as_const(hout)), 16);
+  REQUIRE(li);
+  REQUIRE(lo);
+  const auto manual = yaqa_round(q, view(p.w), view(std::as_const(li->L)), view(std::as_const(lo->L)));
+  const auto got = quantize_layer(q, view(p.w), view(p.h_in), view(p.h_out), o);
+  CHECK(got.weights == manual.weights);
+  CHECK(got.codes == manual.codes);
+  CHECK_FALSE(got.rotated);
+  CHECK(got.report.feedback);
+  CHECK(got.report.damp_in == Approx(o.damping.sigma));  // normalized: mean diagonal 1
+  CHECK(got.report.attempts_in == 1);
+  CHECK(got.report.in.mean_diagonal == Approx(p.h_in.diagonal().template cast<double>().mean()).epsilon(1e-6));
+  CHECK(std::isnan(got.report.baseline_relative_proxy));
+  o.algorithm = method::rtn;
+  CHECK(quantize_layer(q, view(p.w), view(p.h_in), view(p.h_out), o).weights == rtn(q, view(p.w)).weights);
+  o.algorithm = method::ldlq;
+  CHECK(quantize_layer(q, view(p.w), view(p.h_in), {}, o).weights ==
+        ldlq(q, view(p.w), view(std::as_const(li->L)), 16).weights);
+}
+
+TEMPLATE_TEST_CASE("the incoherence transform is undone exactly and reported", "[rounding][layer]", float, double) {
+  using T = TestType;
+  auto p = make_layer<T>(48, 80, 2);
+  test::uniform_grid<T> fine;
+  fine.step = T(1e-30);  // a quantizer that changes nothing (up to rounding of the transform)
+  rounding_options o;
+  for (auto a : {method::rtn, method::gptq, method::ldlq, method::yaqa}) {
+    o.algorithm = a;
+    o.seed = 7;
+    const auto r = quantize_layer(fine, view(p.w), view(p.h_in), view(p.h_out), o);
+    CHECK(r.rotated);
+    CHECK(r.signs_in.size() == 80);
+    CHECK(r.signs_out.size() == 48);
+    CHECK(test::rel_frobenius(r.weights, p.w) < (sizeof(T) == 4 ? 1e-5 : 1e-12));
+  }
+  // the seed decides the signs, deterministically
+  const auto a = quantize_layer(fine, view(p.w), view(p.h_in), view(p.h_out), o);
+  o.seed = 8;
+  const auto b = quantize_layer(fine, view(p.w), view(p.h_in), view(p.h_out), o);
+  CHECK(a.signs_in != b.signs_in);
+  o.seed = 7;
+  CHECK(quantize_layer(fine, view(p.w), view(p.h_in), view(p.h_out), o).signs_in == a.signs_in);
+}
+
+TEST_CASE("quantize_layer's report: YAQA beats LDLQ and RTN on its proxy", "[rounding][layer]") {
+  double y = 0, l = 0, base = 0;
+  for (std::uint64_t s = 1; s <= 3; ++s) {
+    auto p = make_layer<float>(64, 96, 10 * s);
+    test::row_scaled_grid<float> q;
+    rounding_options o;
+    o.seed = s;
+    const auto ry = quantize_layer(q, view(p.w), view(p.h_in), view(p.h_out), o);
+    o.algorithm = method::ldlq;
+    const auto rl = quantize_layer(q, view(p.w), view(p.h_in), view(p.h_out), o);
+    y += ry.report.relative_proxy;
+    l += rl.report.relative_proxy;
+    base += ry.report.baseline_relative_proxy;
+    CHECK(ry.report.relative_proxy_one_sided > 0);
+    REQUIRE(ry.report.times.size() == 6);
+    CHECK(ry.report.times[0].stage == "normalize");
+    CHECK(ry.report.seconds > 0);
+  }
+  INFO("relative proxy: RTN " << base / 3 << ", LDLQ " << l / 3 << ", YAQA " << y / 3);
+  CHECK(y < l);
+  CHECK(l < base);
+}
+
+TEST_CASE("quantize_layer degrades gracefully on hopeless or empty factors", "[rounding][layer]") {
+  auto p = make_layer<double>(32, 48, 3);
+  test::row_scaled_grid<double> q;
+  rounding_options o;
+  o.incoherence = false;
+  o.damping.max_steps = 2;
+  o.damping.floor_steps = 0;
+  // H_in strongly indefinite: every damp fails -> rounded without feedback, reported
+  matrix<double> bad = matrix<double>::Identity(48, 48);
+  bad(10, 10) = -40;
+  const auto r = quantize_layer(q, view(p.w), view(std::as_const(bad)), view(p.h_out), o);
+  CHECK_FALSE(r.report.feedback);
+  CHECK(r.report.fallback_reason.find("H_in") != std::string::npos);
+  CHECK(r.weights == rtn(q, view(p.w)).weights);
+  // H_out all zero (a layer that never received gradient): identity, reported; = LDLQ
+  const matrix<double> zero = matrix<double>::Zero(32, 32);
+  o = rounding_options{};
+  o.incoherence = false;
+  const auto z = quantize_layer(q, view(p.w), view(p.h_in), view(zero), o);
+  CHECK(z.report.out.replaced_by_identity);
+  o.algorithm = method::ldlq;
+  CHECK(z.weights == quantize_layer(q, view(p.w), view(p.h_in), {}, o).weights);
+  // a dead input column is zeroed
+  matrix<double> hd = p.h_in;
+  hd.row(4).setZero();
+  hd.col(4).setZero();
+  o.algorithm = method::yaqa;
+  const auto d = quantize_layer(q, view(p.w), view(std::as_const(hd)), view(p.h_out), o);
+  CHECK(d.report.in.dead == std::vector<yaqa::index>{4});
+  CHECK((d.weights.col(4).array() == 0).all());
+}
+
+TEST_CASE("quantize_layer validates options and inputs up front", "[rounding][layer][errors]") {
+  auto p = make_layer<double>(32, 48, 4);
+  test::row_scaled_grid<double> q;
+  rounding_options o;
+  o.tile_cols = 20;
+  try {
+    quantize_layer(q, view(p.w), view(p.h_in), view(p.h_out), o);
+    FAIL("expected shape_error");
+  } catch (const shape_error& e) {
+    const std::string s = e.what();
+    CHECK(s.find("16x20") != std::string::npos);
+    CHECK(s.find("32x48") != std::string::npos);
+  }
+  o = rounding_options{};
+  CHECK_THROWS_AS(quantize_layer(q, view(p.w), view(p.h_out), view(p.h_out), o), shape_error);
+  CHECK_THROWS_AS(quantize_layer(q, view(p.w), view(p.h_in), view(p.h_in), o), shape_error);
+  matrix<double> nan_w = p.w;
+  nan_w(0, 0) = std::numeric_limits<double>::infinity();
+  CHECK_THROWS_AS(quantize_layer(q, view(nan_w), view(p.h_in), view(p.h_out), o), non_finite_error);
+  matrix<double> nan_h = p.h_in;
+  nan_h(2, 3) = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_WITH(quantize_layer(q, view(p.w), view(std::as_const(nan_h)), view(p.h_out), o),
+                    Catch::Contains("H_in"));
+  o.damping.sigma = -1;
+  CHECK_THROWS_AS(quantize_layer(q, view(p.w), view(p.h_in), view(p.h_out), o), invalid_argument);
+  o = rounding_options{};
+  o.algorithm = method::gptq;
+  test::d2_pairs<double> vq;
+  CHECK_THROWS_WITH(quantize_layer(vq, view(p.w), view(p.h_in), {}, o), Catch::Contains("scalar quantizer"));
+}
+
+TEST_CASE("quantize_layer is bit-identical across thread counts", "[rounding][layer][determinism]") {
+  auto p = make_layer<float>(96, 160, 5);
+  test::row_scaled_grid<float> q;
+  rounding_options o;
+  o.seed = 3;
+  const auto ref = quantize_layer(cpu_backend{1}, q, view(p.w), view(p.h_in), view(p.h_out), o);
+  for (int t : {2, 4}) {
+    const auto r = quantize_layer(cpu_backend{t}, q, view(p.w), view(p.h_in), view(p.h_out), o);
+    CHECK(r.weights == ref.weights);
+    CHECK(r.codes == ref.codes);
+    CHECK(r.report.relative_proxy == ref.report.relative_proxy);
+  }
+}
