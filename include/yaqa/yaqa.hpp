@@ -1,7 +1,7 @@
 #pragma once
 //! \file
-//! The CPU umbrella header: core, quantizers, Hessian sketches, factor solvers, rounding and the
-//! CPU backend. Never includes a CUDA header (checked by a test); see <yaqa/cuda.hpp> for CUDA.
+//! The CPU umbrella header: core, quantizers, Hessian sketches, factor solvers, rounding, file I/O
+//! (safetensors, .npy) and the CPU backend. Never includes a CUDA header (checked by a test); see <yaqa/cuda.hpp> for CUDA.
 #include <yaqa/core/concepts.hpp>
 #include <yaqa/core/config.hpp>
 #include <yaqa/core/eigen.hpp>
