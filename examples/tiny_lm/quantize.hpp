@@ -1,0 +1,137 @@
+#pragma once
+//! \file
+//! Quantizes every linear layer of tiny_lm with the library's layer driver
+//! (yaqa::quantize_layer), for one (method, format, bits) setting.
+//!
+//! Which Hessian each method gets:
+//! - RTN: none for rounding; no incoherence (the plain baseline). "RTN+RHT" is the same rounding
+//!   after the random Hadamard transform (isolates what incoherence alone buys).
+//! - GPTQ, LDLQ: H_in = E[x x^T], H_out = I.
+//! - YAQA-A / YAQA-B: the Sketch A / Sketch B Kronecker factors.
+//! The Hessian methods run with the incoherence transform on.
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <yaqa/quantizers/e8p.hpp>
+#include <yaqa/quantizers/rtn_grid.hpp>
+#include <yaqa/rounding/layer.hpp>
+#include <yaqa/rounding/proxy.hpp>
+
+#include "hessians.hpp"
+#include "model.hpp"
+
+namespace tiny_lm {
+
+enum class method_id { rtn, rtn_rht, gptq, ldlq, yaqa_a, yaqa_b };
+enum class format_id { int_grid, e8p };
+
+inline const char* method_label(method_id m) {
+  switch (m) {
+    case method_id::rtn: return "RTN";
+    case method_id::rtn_rht: return "RTN+RHT";
+    case method_id::gptq: return "GPTQ";
+    case method_id::ldlq: return "LDLQ";
+    case method_id::yaqa_a: return "YAQA-A";
+    case method_id::yaqa_b: return "YAQA-B";
+  }
+  return "?";
+}
+
+struct quant_setting {
+  method_id method = method_id::rtn;
+  format_id format = format_id::int_grid;
+  int bits = 3;
+};
+
+//! Quantizer and rounding knobs shared by every setting.
+struct quant_config {
+  index group_size = 128;       //!< int grid: input columns per (scale, zero) group
+  bool sym = false;             //!< int grid: asymmetric (GPTQ's default)
+  double e8p_scale_override = 0.9;  //!< QTIP's choice (yaqa-algorithm.md §3.1 step 6)
+  index tile = 16;              //!< td_x = td_y (YAQA) and the LDLQ block
+  double sigma = 1e-2;          //!< damping, relative to the mean diagonal
+  [[nodiscard]] std::string describe() const {
+    return yaqa::detail::concat("int grid: asymmetric=", sym ? "no" : "yes", ", group ", group_size,
+                                "; E8P: 2 bits, scale_override ", e8p_scale_override,
+                                "; tiles ", tile, "x", tile, "; damping ", sigma,
+                                " x mean diagonal; RHT on for GPTQ/LDLQ/YAQA");
+  }
+};
+
+//! True when the library can run the setting (GPTQ needs a scalar quantizer: no E8P).
+inline bool supported(const quant_setting& s) {
+  return !(s.method == method_id::gptq && s.format == format_id::e8p);
+}
+
+//! Outcome for one layer.
+struct layer_outcome {
+  mat weights;                //!< dequantized, original basis
+  double relative_proxy = 0;  //!< the driver's report, with the Hessian the method used
+  double seconds = 0;
+};
+
+//! Quantizes W (out x in) of one layer. `seed` drives the random Hadamard transform.
+inline layer_outcome quantize_weights(const yaqa::cpu_backend& be, const quant_setting& s,
+                                      const quant_config& qc, const mat& w,
+                                      const layer_hessians& h, std::uint64_t seed) {
+  yaqa::rounding_options opt;
+  opt.tile_rows = qc.tile;
+  opt.tile_cols = qc.tile;
+  opt.seed = seed;
+  opt.damping.sigma = qc.sigma;
+  opt.incoherence = s.method != method_id::rtn;
+  opt.report_baseline = false;
+  const mat* hin = &h.xtx;
+  const mat* hout = nullptr;
+  switch (s.method) {
+    case method_id::rtn:
+    case method_id::rtn_rht: opt.algorithm = yaqa::method::rtn; break;
+    case method_id::gptq: opt.algorithm = yaqa::method::gptq; break;
+    case method_id::ldlq: opt.algorithm = yaqa::method::ldlq; break;
+    case method_id::yaqa_a:
+      opt.algorithm = yaqa::method::yaqa;
+      hin = &h.a_in;
+      hout = &h.a_out;
+      break;
+    case method_id::yaqa_b:
+      opt.algorithm = yaqa::method::yaqa;
+      hin = &h.b_in;
+      hout = &h.b_out;
+      break;
+  }
+  yaqa::detail::require(hin->size() > 0 && (hout == nullptr || hout->size() > 0),
+                        "tiny_lm::quantize_weights: the Hessian for ", method_label(s.method),
+                        " was not collected");
+  const auto hout_view = hout ? yaqa::view(*hout) : yaqa::matrix_view<const float>{};
+  auto run = [&](const auto& q) {
+    const auto t = std::chrono::steady_clock::now();
+    auto r = yaqa::quantize_layer(be, q, yaqa::view(w), yaqa::view(*hin), hout_view, opt);
+    layer_outcome o;
+    o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    o.weights = std::move(r.weights);
+    o.relative_proxy = r.report.relative_proxy;
+    return o;
+  };
+  if (s.format == format_id::e8p) {
+    yaqa::detail::require(s.bits == 2, "tiny_lm::quantize_weights: E8P is a 2-bit codebook, got bits = ",
+                          s.bits);
+    return run(yaqa::e8p<float>(yaqa::e8p_options{qc.e8p_scale_override}));
+  }
+  yaqa::int_grid_options io;
+  io.bits = s.bits;
+  io.sym = qc.sym;
+  io.group_size = qc.group_size;
+  return run(yaqa::int_grid<float>(io));
+}
+
+//! tr(dW H_in dW^T H_out) / tr(W H_in W^T H_out) with the given factors (original basis): the
+//! common yardstick for all methods (the driver's own proxy uses each method's Hessian).
+inline double relative_kron_proxy(const yaqa::cpu_backend& be, const mat& w, const mat& w_hat,
+                                  const mat& h_in, const mat& h_out) {
+  const mat dw = w - w_hat;
+  const double den = yaqa::kronecker_proxy(be, yaqa::view(w), yaqa::view(h_in), yaqa::view(h_out));
+  return yaqa::kronecker_proxy(be, yaqa::view(dw), yaqa::view(h_in), yaqa::view(h_out)) / den;
+}
+
+}  // namespace tiny_lm
