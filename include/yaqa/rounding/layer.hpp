@@ -260,14 +260,14 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
     hin_d.diagonal().array() += T(di);
     hout_d.diagonal().array() += T(dout);
     const matrix<T> dw = wr - out.weights;
-    const double base2 = kronecker_proxy(be, view(wr), view(std::as_const(hin_d)), view(std::as_const(hout_d)));
-    const double base1 = kronecker_proxy(be, view(wr), view(std::as_const(hin_d)), matrix_view<const T>{});
-    rep.relative_proxy = kronecker_proxy(be, view(dw), view(std::as_const(hin_d)), view(std::as_const(hout_d))) / base2;
-    rep.relative_proxy_one_sided = kronecker_proxy(be, view(dw), view(std::as_const(hin_d)), matrix_view<const T>{}) / base1;
+    const auto hi = view(std::as_const(hin_d)), ho = view(std::as_const(hout_d));
+    const proxy_pair base = kronecker_proxies(be, view(wr), hi, ho);
+    const proxy_pair err = kronecker_proxies(be, view(dw), hi, ho);
+    rep.relative_proxy = err.two_sided / base.two_sided;
+    rep.relative_proxy_one_sided = err.one_sided / base.one_sided;
     if (opt.report_baseline) {
       const matrix<T> dr = wr - rtn(be, q, view(wr)).weights;
-      rep.baseline_relative_proxy =
-          kronecker_proxy(be, view(dr), view(std::as_const(hin_d)), view(std::as_const(hout_d))) / base2;
+      rep.baseline_relative_proxy = kronecker_proxy(be, view(dr), hi, ho) / base.two_sided;
     }
   }
   lap("report");
