@@ -33,6 +33,7 @@
 #include <yaqa/io/dtype.hpp>
 #include <yaqa/io/file.hpp>
 #include <yaqa/io/float16.hpp>
+#include <yaqa/io/hessian_file.hpp>
 #include <yaqa/io/npy.hpp>
 #include <yaqa/io/safetensors.hpp>
 #include <yaqa/io/tensor.hpp>

@@ -1,0 +1,301 @@
+// yaqa-quantize, in process: option parsing, layer selection, and end-to-end runs whose output
+// is checked against quantize_layer called directly and against its own codes + parameters.
+#include <nlohmann/json.hpp>
+
+#include "cli/cli_support.hpp"
+#include "support/approx.hpp"
+
+using namespace yaqa;
+using namespace yaqa::test;
+
+TEST_CASE("parse: defaults and every option", "[cli]") {
+  const auto d = cli_parse({"--weights", "w", "--hessians", "h", "--out", "o"});
+  CHECK(d.algorithm == method::yaqa);
+  CHECK(d.quantizer == cli::quantizer_kind::int_grid);
+  CHECK(d.bits == 4);
+  CHECK(d.rht);
+  CHECK(d.tile_rows == 16);
+  CHECK(d.tile_cols == 16);
+  CHECK(d.damp == 0.01);
+  CHECK(d.seed == 0);
+
+  const auto o = cli_parse({"--weights", "w", "--hessians", "h", "--out", "o", "--method", "ldlq", "--quantizer",
+                            "lloyd", "--bits", "3", "--group-size", "64", "--no-rht", "--sketch", "b", "--tile", "8x32",
+                            "--damp", "0.1", "--seed", "18446744073709551615", "--threads", "3", "--report", "r.json",
+                            "--only", "mlp"});
+  CHECK(o.algorithm == method::ldlq);
+  CHECK(o.quantizer == cli::quantizer_kind::lloyd);
+  CHECK(o.bits == 3);
+  CHECK(o.group_size == 64);
+  CHECK_FALSE(o.rht);
+  CHECK(o.sketch == "b");
+  CHECK(o.tile_rows == 8);
+  CHECK(o.tile_cols == 32);
+  CHECK(o.damp == 0.1);
+  CHECK(o.seed == 18446744073709551615ull);
+  CHECK(o.threads == 3);
+  CHECK(o.report == "r.json");
+  CHECK(o.only == "mlp");
+  CHECK(cli_parse({"--weights", "w", "--hessians", "h", "--out", "o", "--quantizer", "e8p"}).bits == 2);
+  CHECK(cli_parse({"--weights", "w", "--hessians", "h", "--out", "o", "--asym", "--mse"}).asym);
+}
+
+TEST_CASE("parse: --help documents every option", "[cli]") {
+  const auto r = cli_parse_result({"--help"});
+  CHECK(r.exit_code == 0);
+  CHECK_FALSE(r.opts);
+  for (const char* opt : {"--weights", "--hessians", "--out", "--method", "--quantizer", "--bits", "--group-size",
+                          "--asym", "--mse", "--rht", "--no-rht", "--sketch", "--tile", "--damp", "--seed", "--threads",
+                          "--report", "--only", "--quiet"})
+    CHECK_THAT(r.message, Catch::Contains(opt));
+}
+
+TEST_CASE("parse: usage errors exit 2 and name the option", "[cli]") {
+  const std::vector<std::string> base{"--weights", "w", "--hessians", "h", "--out", "o"};
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases{
+      {{"--hessians", "h", "--out", "o"}, "--weights"},
+      {{"--method", "awq"}, "--method"},
+      {{"--quantizer", "nf4"}, "--quantizer"},
+      {{"--bits", "9"}, "--bits must be 2..8"},
+      {{"--bits", "1"}, "--bits must be 2..8"},
+      {{"--bits", "x"}, "--bits"},
+      {{"--quantizer", "lloyd", "--bits", "5"}, "--bits must be 2, 3 or 4"},
+      {{"--quantizer", "fp4", "--bits", "3"}, "fp4 is 4 bits"},
+      {{"--quantizer", "fp4", "--group-size", "16"}, "MX blocks of 32"},
+      {{"--quantizer", "e8p", "--bits", "4"}, "e8p is 2 bits"},
+      {{"--quantizer", "e8p", "--method", "gptq"}, "gptq needs a scalar quantizer"},
+      {{"--quantizer", "lloyd", "--asym"}, "--asym applies to --quantizer int"},
+      {{"--group-size", "-4"}, "--group-size must be >= 0"},
+      {{"--tile", "16"}, "--tile expects ROWSxCOLS"},
+      {{"--tile", "0x16"}, "--tile expects ROWSxCOLS"},
+      {{"--tile", "16x-1"}, "--tile expects ROWSxCOLS"},
+      {{"--tile", "99999999999x4"}, "--tile expects ROWSxCOLS"},
+      {{"--damp", "0"}, "--damp must be finite and > 0"},
+      {{"--damp", "nan"}, "--damp"},
+      {{"--threads", "-1"}, "--threads must be >= 0"},
+      {{"--sketch", "a.b"}, "must not contain '.'"},
+      {{"--only", "(["}, "--only '([' is not a valid regular expression"},
+      {{"--seed", "-1"}, "--seed"},
+      {{"--frobnicate"}, "--frobnicate"},
+  };
+  for (const auto& [extra, expected] : cases) {
+    std::vector<std::string> args = extra.front() == "--hessians" ? extra : base;
+    if (extra.front() != "--hessians") args.insert(args.end(), extra.begin(), extra.end());
+    const auto r = cli_parse_result(args);
+    INFO("args: " << Catch::Detail::stringify(args) << "\nmessage: " << r.message);
+    CHECK_FALSE(r.opts);
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.message, Catch::Contains(expected));
+  }
+}
+
+TEST_CASE("plan: 2-D weights with Hessians, filtered by --only; names follow the convention", "[cli]") {
+  temp_dir dir;
+  write_cli_model(dir.path());
+  const safetensors_file w(dir / "W.safetensors"), h(dir / "H.safetensors");
+
+  auto plan = cli::plan_layers(cli_parse(cli_args(dir.path(), {"--method", "ldlq"})), w, h);
+  REQUIRE(plan.size() == 2);  // sorted by name: down before up
+  CHECK(plan[0].weight->name == "blk.0.down.weight");
+  CHECK(plan[0].hessians.h_in->name == "blk.0.down.weight.H");
+  CHECK(plan[0].hessians.h_out == nullptr);
+
+  plan = cli::plan_layers(cli_parse(cli_args(dir.path(), {"--sketch", "b", "--only", "up"})), w, h);
+  REQUIRE(plan.size() == 1);
+  CHECK(plan[0].weight->name == "blk.0.up.weight");
+  CHECK(plan[0].hessians.h_in->name == "blk.0.up.weight.b.H_in");
+  CHECK(plan[0].hessians.h_out->name == "blk.0.up.weight.b.H_out");
+
+  plan = cli::plan_layers(cli_parse(cli_args(dir.path(), {})), w, h);
+  REQUIRE(plan.size() == 2);
+  CHECK(plan[1].hessians.h_out->name == "blk.0.up.weight.H_out");
+
+  const auto msg = thrown_message<invalid_argument>(
+      [&] { (void)cli::plan_layers(cli_parse(cli_args(dir.path(), {"--only", "^attn"})), w, h); });
+  CHECK_THAT(msg, Catch::Contains("matching --only '^attn'"));
+  CHECK_THAT(msg, Catch::Contains("W.safetensors"));
+
+  const auto tag = thrown_message<format_error>(
+      [&] { (void)cli::plan_layers(cli_parse(cli_args(dir.path(), {"--sketch", "c"})), w, h); });
+  CHECK_THAT(tag, Catch::Contains("sketch tag 'c' is missing"));
+  CHECK_THAT(tag, Catch::Contains("blk.0.down.weight.c.H_in"));
+  CHECK_THAT(tag, Catch::Contains("sketch tags present for it: b"));
+  CHECK_THAT(tag, Catch::Contains("H.safetensors"));
+}
+
+namespace {
+
+//! Rebuilds a layer's dequantized weights from NAME.qcodes, NAME.qparams and the transform seeds
+//! in the metadata, as a user of the output file would (int quantizer).
+matrix<double> rebuild_int(const safetensors_file& q, const std::string& name) {
+  const auto meta = nlohmann::json::parse(q.metadata().at("yaqa.layer." + name));
+  const tensor_view& codes = q.at(name + ".qcodes");
+  const tensor_view& params = q.at(name + ".qparams");
+  REQUIRE(codes.type == dtype::u8);
+  REQUIRE(params.shape.size() == 3);
+  REQUIRE(params.shape[1] == 2);
+  const matrix<double> c = to_matrix<double>(codes);
+  const vector<double> p = to_vector<double>(params);
+  const yaqa::index m = c.rows(), n = c.cols(), g = meta["group_cols"].get<yaqa::index>();
+  REQUIRE(params.shape[0] == n / g);
+  REQUIRE(params.shape[2] == m);
+  matrix<double> w(m, n);
+  for (yaqa::index j = 0; j < n; ++j)
+    for (yaqa::index i = 0; i < m; ++i) {
+      const yaqa::index base = (j / g) * 2 * m;
+      w(i, j) = float(p[base + i]) * (float(c(i, j)) - float(p[base + m + i]));
+    }
+  if (meta["rotated"].get<bool>()) {
+    const random_hadamard u_in(n, std::stoull(meta["seed_in"].get<std::string>()));
+    const random_hadamard u_out(m, std::stoull(meta["seed_out"].get<std::string>()));
+    u_out.apply(side::left, trans::none, view(w));
+    u_in.apply(side::right, trans::transpose, view(w));
+  }
+  return w;
+}
+
+}  // namespace
+
+TEST_CASE("run: every method matches quantize_layer, and codes + params rebuild the weights", "[cli]") {
+  temp_dir dir;
+  write_cli_model(dir.path());
+  const safetensors_file wf(dir / "W.safetensors"), hf(dir / "H.safetensors");
+  for (const char* m : {"rtn", "gptq", "ldlq", "yaqa"})
+    for (const bool rht : {true, false}) {
+      DYNAMIC_SECTION(m << (rht ? " rht" : " no-rht")) {
+        std::vector<std::string> extra{"--method", m, "--bits", "3", "--group-size", "16", "--seed", "7",
+                                       "--tile", "16x16"};
+        if (!rht) extra.push_back("--no-rht");
+        const auto opts = cli_parse(cli_args(dir.path(), extra));
+        std::ostringstream log;
+        const auto s = cli::run(opts, log);
+        CHECK(s.layers == 2);
+        CHECK(s.copied == 2);
+        const safetensors_file q(dir / "Q.safetensors");
+        CHECK(q.metadata().at("format") == "pt");  // input metadata kept
+        CHECK(q.metadata().at("yaqa.seed") == "7");
+        CHECK(q.metadata().at("yaqa.method") == m);
+        // pass-through tensors are byte-identical
+        for (const char* t : {"blk.0.up.bias", "blk.0.ids"}) {
+          REQUIRE(q.contains(t));
+          CHECK(q.at(t).type == wf.at(t).type);
+          CHECK(std::equal(q.at(t).bytes.begin(), q.at(t).bytes.end(), wf.at(t).bytes.begin(), wf.at(t).bytes.end()));
+        }
+        for (const auto& l : cli_model{}.layers) {
+          const tensor_view& out = q.at(l.name);
+          CHECK(out.type == dtype::f32);
+          REQUIRE(out.rank() == 2);
+          CHECK(out.shape[0] == l.out);
+          CHECK(out.shape[1] == l.in);
+          const matrix<float> got = to_matrix<float>(out);
+          // the same layer through the library, directly
+          const matrix<float> w = to_matrix<float>(wf.at(l.name));
+          const bool two = std::string(m) == "yaqa";
+          const matrix<float> hin = to_matrix<float>(hf.at(two ? l.name + ".H_in" : l.name + ".H"));
+          const matrix<float> hout = two ? to_matrix<float>(hf.at(l.name + ".H_out")) : matrix<float>();
+          rounding_options ro;
+          ro.algorithm = opts.algorithm;
+          ro.incoherence = rht;
+          ro.seed = 7;
+          const auto ref = quantize_layer(int_grid<float>({.bits = 3, .sym = true, .group_size = 16}), view(w),
+                                          view(hin), view(hout), ro);
+          CHECK(got == ref.weights);
+          // and from the stored codes + parameters (+ seeds)
+          const matrix<double> rebuilt = rebuild_int(q, l.name);
+          CHECK(rel_frobenius(rebuilt, got.cast<double>()) < 1e-5);
+        }
+      }
+    }
+}
+
+TEST_CASE("run: every quantizer writes codes of its unit and a params table", "[cli]") {
+  temp_dir dir;
+  write_cli_model(dir.path());
+  struct qcase {
+    std::vector<std::string> args;
+    dtype code_type;
+    yaqa::index unit_cols;
+    yaqa::index fields;
+  };
+  const std::vector<qcase> cases{{{"--quantizer", "int", "--asym"}, dtype::u8, 1, 2},
+                                 {{"--quantizer", "lloyd", "--bits", "2"}, dtype::u8, 1, 1},
+                                 {{"--quantizer", "fp4", "--only", "up"}, dtype::u8, 1, 1},  // in = 32
+                                 {{"--quantizer", "e8p"}, dtype::u16, 8, 1}};
+  for (const auto& c : cases) {
+    DYNAMIC_SECTION(c.args[1]) {
+      std::ostringstream log;
+      (void)cli::run(cli_parse(cli_args(dir.path(), c.args)), log);
+      const safetensors_file q(dir / "Q.safetensors");
+      const tensor_view& codes = q.at("blk.0.up.weight.qcodes");
+      CHECK(codes.type == c.code_type);
+      CHECK(codes.shape[0] == 48);
+      CHECK(codes.shape[1] == 32 / c.unit_cols);
+      CHECK(q.at("blk.0.up.weight.qparams").shape[1] == c.fields);
+      const auto meta = nlohmann::json::parse(q.metadata().at("yaqa.layer.blk.0.up.weight"));
+      CHECK(meta["unit"][1].get<yaqa::index>() == c.unit_cols);
+      CHECK(meta["qparams_fields"].size() == std::size_t(c.fields));
+    }
+  }
+}
+
+TEST_CASE("run: report JSON; YAQA's proxy is below RTN's on every layer", "[cli]") {
+  temp_dir dir;
+  write_cli_model(dir.path());
+  std::ostringstream log;
+  (void)cli::run(cli_parse(cli_args(dir.path(), {"--method", "yaqa", "--bits", "2", "--report",
+                                                 (dir / "r.json").string()})),
+                 log);
+  CHECK(log.str().empty());  // --quiet
+  const auto r = nlohmann::json::parse(read_file(dir / "r.json"));
+  REQUIRE(r["layers"].size() == 2);
+  for (const auto& l : r["layers"]) {
+    INFO(l.dump());
+    CHECK(l["feedback"].get<bool>());
+    CHECK(l["relative_proxy"].get<double>() < 0.9 * l["rtn_relative_proxy"].get<double>());
+    CHECK(l["relative_proxy"].get<double>() > 0);
+    CHECK(l["stages"].contains("round"));
+  }
+  CHECK(r["options"]["method"] == "yaqa");
+  CHECK(r["copied_tensors"] == 2);
+}
+
+TEST_CASE("run: progress line per layer on the log", "[cli]") {
+  temp_dir dir;
+  write_cli_model(dir.path());
+  auto o = cli_parse(cli_args(dir.path(), {"--method", "ldlq"}));
+  o.quiet = false;
+  std::ostringstream log;
+  (void)cli::run(o, log);
+  const std::string s = log.str();
+  CHECK_THAT(s, Catch::Contains("[1/2] blk.0.down.weight [32x48] ldlq proxy "));
+  CHECK_THAT(s, Catch::Contains("[2/2] blk.0.up.weight [48x32] ldlq proxy "));
+  CHECK_THAT(s, Catch::Contains("2 quantized, 2 copied"));
+}
+
+TEST_CASE("run: packed and full Hessians give byte-identical output", "[cli]") {
+  temp_dir full, packed;
+  write_cli_model(full.path(), false);
+  write_cli_model(packed.path(), true);
+  for (const char* m : {"ldlq", "yaqa"}) {
+    std::ostringstream log;
+    (void)cli::run(cli_parse(cli_args(full.path(), {"--method", m})), log);
+    (void)cli::run(cli_parse(cli_args(packed.path(), {"--method", m})), log);
+    CHECK(read_file(full / "Q.safetensors") == read_file(packed / "Q.safetensors"));
+  }
+}
+
+TEST_CASE("run: byte-identical output for 1, 2 and 4 threads and across runs", "[cli][determinism]") {
+  temp_dir dir;
+  write_cli_model(dir.path());
+  for (const char* m : {"gptq", "ldlq", "yaqa"}) {
+    std::string first;
+    for (const char* t : {"1", "2", "4", "1"}) {
+      std::ostringstream log;
+      (void)cli::run(cli_parse(cli_args(dir.path(), {"--method", m, "--threads", t, "--seed", "3"})), log);
+      const std::string bytes = read_file(dir / "Q.safetensors");
+      if (first.empty()) first = bytes;
+      INFO(m << " threads " << t);
+      CHECK(bytes == first);
+    }
+  }
+}

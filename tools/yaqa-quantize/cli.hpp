@@ -1,0 +1,488 @@
+#pragma once
+//! \file
+//! yaqa-quantize: quantizes every weight of a safetensors file that has Hessian factors in a
+//! second file (naming convention: <yaqa/io/hessian_file.hpp>), writes the dequantized weights,
+//! codes and parameters, and reports the proxy loss per layer.
+//!
+//! Split in three so each part can be tested (and fuzzed) alone:
+//!   parse_command_line  argv -> options (never throws; usage errors become exit code 2)
+//!   plan_layers         files + options -> the layers to quantize (naming convention, --only)
+//!   run                 everything, writing the output atomically
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <limits>
+#include <optional>
+#include <ostream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <yaqa/yaqa.hpp>
+
+namespace yaqa::cli {
+
+enum class quantizer_kind { int_grid, lloyd, fp4, e8p };
+
+inline const char* quantizer_name(quantizer_kind k) {
+  switch (k) {
+    case quantizer_kind::int_grid: return "int";
+    case quantizer_kind::lloyd: return "lloyd";
+    case quantizer_kind::fp4: return "fp4";
+    case quantizer_kind::e8p: return "e8p";
+  }
+  return "?";
+}
+
+struct options {
+  std::string weights, hessians, out;
+  method algorithm = method::yaqa;
+  quantizer_kind quantizer = quantizer_kind::int_grid;
+  int bits = 4;
+  index group_size = 0;  //!< 0: one group per output row (per channel)
+  bool asym = false;
+  bool mse = false;
+  bool rht = true;
+  std::string sketch;    //!< sketch tag; empty: untagged names
+  index tile_rows = 16, tile_cols = 16;
+  double damp = 0.01;
+  std::uint64_t seed = 0;
+  int threads = 0;       //!< 0: all cores
+  std::string report;    //!< JSON report path; empty: none
+  std::string only;      //!< ECMAScript regex searched in weight names; empty: all
+  bool quiet = false;
+};
+
+//! What parse_command_line decided: run with `opts`, or exit with `exit_code` after printing
+//! `message` (help text on stdout for 0, usage error on stderr for 2).
+struct parse_result {
+  std::optional<options> opts;
+  int exit_code = 0;
+  std::string message;
+};
+
+//! "16x16" -> {16, 16}. Throws invalid_argument naming --tile otherwise.
+inline std::pair<index, index> parse_tile(const std::string& s) {
+  auto bad = [&] {
+    return invalid_argument("yaqa-quantize: option --tile expects ROWSxCOLS with positive integers (e.g. 16x16), got '" +
+                            s + "'");
+  };
+  const auto x = s.find('x');
+  if (x == std::string::npos || x == 0 || x + 1 == s.size()) throw bad();
+  auto number = [&](const std::string& t) {
+    if (t.size() > 6 || t.find_first_not_of("0123456789") != std::string::npos) throw bad();
+    const index v = std::stoll(t);
+    if (v < 1) throw bad();
+    return v;
+  };
+  return {number(s.substr(0, x)), number(s.substr(x + 1))};
+}
+
+//! A decimal integer in [0, 2^64 - 1]. Throws invalid_argument naming --seed otherwise.
+inline std::uint64_t parse_seed(const std::string& s) {
+  std::uint64_t v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc{} || end != s.data() + s.size())
+    throw invalid_argument("yaqa-quantize: option --seed expects a decimal integer in [0, 2^64 - 1], got '" + s + "'");
+  return v;
+}
+
+namespace detail {
+
+//! Cross-option rules CLI11 cannot express; throws invalid_argument naming the options.
+inline void validate(options& o, bool bits_given, bool group_given) {
+  using yaqa::detail::require;
+  const char* q = quantizer_name(o.quantizer);
+  switch (o.quantizer) {
+    case quantizer_kind::int_grid:
+      require(o.bits >= 2 && o.bits <= 8, "yaqa-quantize: --bits must be 2..8 for --quantizer int, got ", o.bits);
+      break;
+    case quantizer_kind::lloyd:
+      require(o.bits >= 2 && o.bits <= 4, "yaqa-quantize: --bits must be 2, 3 or 4 for --quantizer lloyd, got ",
+              o.bits);
+      break;
+    case quantizer_kind::fp4:
+      require(!bits_given || o.bits == 4, "yaqa-quantize: --quantizer fp4 is 4 bits, got --bits ", o.bits);
+      require(!group_given || o.group_size == 32, "yaqa-quantize: --quantizer fp4 uses MX blocks of 32 columns, got --group-size ",
+              o.group_size);
+      o.bits = 4;
+      break;
+    case quantizer_kind::e8p:
+      require(!bits_given || o.bits == 2, "yaqa-quantize: --quantizer e8p is 2 bits per weight, got --bits ", o.bits);
+      require(!group_given, "yaqa-quantize: --quantizer e8p has one scale per matrix; --group-size does not apply");
+      o.bits = 2;
+      break;
+  }
+  require(o.group_size >= 0, "yaqa-quantize: --group-size must be >= 0 (0 = per output channel), got ", o.group_size);
+  require(!o.asym || o.quantizer == quantizer_kind::int_grid, "yaqa-quantize: --asym applies to --quantizer int only, not ", q);
+  require(!o.mse || o.quantizer == quantizer_kind::int_grid, "yaqa-quantize: --mse applies to --quantizer int only, not ", q);
+  require(o.algorithm != method::gptq || o.quantizer != quantizer_kind::e8p,
+          "yaqa-quantize: --method gptq needs a scalar quantizer; e8p rounds 8 weights at a time (use ldlq or yaqa)");
+  require(std::isfinite(o.damp) && o.damp > 0, "yaqa-quantize: --damp must be finite and > 0, got ", o.damp);
+  require(o.threads >= 0, "yaqa-quantize: --threads must be >= 0 (0 = all cores), got ", o.threads);
+  require(o.sketch.find('.') == std::string::npos, "yaqa-quantize: --sketch TAG must not contain '.', got '", o.sketch,
+          "'");
+  if (!o.only.empty()) {
+    try {
+      (void)std::regex(o.only);
+    } catch (const std::regex_error& e) {
+      throw invalid_argument("yaqa-quantize: --only '" + o.only + "' is not a valid regular expression: " + e.what());
+    }
+  }
+}
+
+}  // namespace detail
+
+//! Parses argv. Never throws: a usage error gives exit_code 2 and a message naming the option.
+inline parse_result parse_command_line(int argc, const char* const* argv) {
+  options o;
+  CLI::App app{
+      "Quantizes the weights of a safetensors file with Hessian-aware rounding (RTN, GPTQ, LDLQ, YAQA).\n"
+      "Weights NAME [out, in] are quantized when the Hessian file has factors for them:\n"
+      "  NAME.H [in, in] (gptq/ldlq), NAME.H_in [in, in] + NAME.H_out [out, out] (yaqa),\n"
+      "  or NAME.TAG.H_in / NAME.TAG.H_out with --sketch TAG; full or packed lower triangle, F32/F64.\n"
+      "Output: NAME (F32, dequantized, original basis), NAME.qcodes, NAME.qparams; other tensors copied.",
+      "yaqa-quantize"};
+  app.set_help_flag("-h,--help", "Print this help and exit");
+  std::string method_s = "yaqa", quant_s = "int", tile_s = "16x16";
+  app.add_option("--weights", o.weights, "Input weights (safetensors)")->required();
+  app.add_option("--hessians", o.hessians, "Hessian factors (safetensors, naming convention above)")->required();
+  app.add_option("--out", o.out, "Output file (safetensors; written atomically, never one of the inputs)")->required();
+  app.add_option("--method", method_s, "Rounding: rtn, gptq, ldlq or yaqa (two-sided, needs H_in and H_out)")
+      ->check(CLI::IsMember({"rtn", "gptq", "ldlq", "yaqa"}))
+      ->capture_default_str();
+  app.add_option("--quantizer", quant_s,
+                 "Quantizer: int (uniform grid), lloyd (Gaussian Lloyd-Max), fp4 (E2M1, MX blocks of 32), e8p (2-bit E8 lattice)")
+      ->check(CLI::IsMember({"int", "lloyd", "fp4", "e8p"}))
+      ->capture_default_str();
+  app.add_option("--bits", o.bits, "Bits per weight: int 2..8, lloyd 2..4 (fp4 is 4, e8p is 2)")->capture_default_str();
+  app.add_option("--group-size", o.group_size, "Input columns per scale group; 0 = one group per output row")
+      ->capture_default_str();
+  app.add_flag("--asym", o.asym, "int: asymmetric grid with a fitted zero point (default symmetric)");
+  app.add_flag("--mse", o.mse, "int: search a clipped range per row (GPTQ's --mse)");
+  app.add_flag("--rht,!--no-rht", o.rht, "Two-sided random Hadamard transform (incoherence); default on");
+  app.add_option("--sketch", o.sketch, "Read NAME.TAG.H_in / NAME.TAG.H_out (e.g. a or b)");
+  app.add_option("--tile", tile_s, "YAQA tile ROWSxCOLS (rows divide out, cols divide in); cols is the LDLQ block")
+      ->capture_default_str();
+  app.add_option("--damp", o.damp, "First damp, relative to the mean diagonal (a ladder follows on failure)")
+      ->capture_default_str();
+  std::string seed_s = "0";  // parsed by hand: CLI11 wraps "-1" into 2^64 - 1
+  app.add_option("--seed", seed_s, "Seed of the random Hadamard transforms, 0..2^64-1 (stored in the output)")
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "Threads; 0 = all cores (results do not depend on it)")->capture_default_str();
+  app.add_option("--report", o.report, "Write the per-layer report as JSON to this file");
+  app.add_option("--only", o.only, "Quantize only weights whose name matches this regex (searched, ECMAScript)");
+  app.add_flag("-q,--quiet", o.quiet, "No progress lines on stderr");
+
+  parse_result r;
+  try {
+    app.parse(argc, argv);
+    o.algorithm = method_s == "rtn" ? method::rtn : method_s == "gptq" ? method::gptq
+                : method_s == "ldlq" ? method::ldlq : method::yaqa;
+    o.quantizer = quant_s == "int" ? quantizer_kind::int_grid : quant_s == "lloyd" ? quantizer_kind::lloyd
+                : quant_s == "fp4" ? quantizer_kind::fp4 : quantizer_kind::e8p;
+    std::tie(o.tile_rows, o.tile_cols) = parse_tile(tile_s);
+    o.seed = parse_seed(seed_s);
+    detail::validate(o, app.count("--bits") > 0, app.count("--group-size") > 0);
+    r.opts = o;
+  } catch (const CLI::ParseError& e) {
+    std::ostringstream out, err;
+    r.exit_code = app.exit(e, out, err) == 0 ? 0 : 2;  // CLI11 uses 1xx codes; ours: 2 = usage
+    r.message = out.str() + err.str();
+    if (r.exit_code == 0 && r.message.empty()) r.message = app.help();
+  } catch (const yaqa::error& e) {
+    r.exit_code = 2;
+    r.message = std::string(e.what()) + "\nRun with --help for more information.\n";
+  } catch (const std::exception& e) {  // a CLI11 conversion corner we did not anticipate
+    r.exit_code = 2;
+    r.message = std::string("yaqa-quantize: bad command line: ") + e.what() + "\n";
+  }
+  return r;
+}
+
+//! One weight to quantize, and where its factors are.
+struct planned_layer {
+  const tensor_view* weight = nullptr;
+  layer_hessian_tensors hessians;  //!< h_in always set; h_out set for yaqa
+};
+
+//! The layers `o` selects: the 2-D weights with factors in `h` (naming convention), filtered by
+//! --only. Throws format_error (naming file and tensor) when a selected weight is not 2-D or its
+//! factors are incomplete, and invalid_argument when nothing is selected.
+inline std::vector<planned_layer> plan_layers(const options& o, const safetensors_file& w, const safetensors_file& h) {
+  std::optional<std::regex> only;
+  if (!o.only.empty()) only.emplace(o.only);
+  std::vector<planned_layer> plan;
+  for (const tensor_view& t : w.tensors()) {
+    if (only && !std::regex_search(t.name.begin(), t.name.end(), *only)) continue;
+    auto f = find_layer_hessians(h, t.name, o.sketch, o.algorithm == method::yaqa);
+    if (!f) continue;
+    yaqa::detail::require<format_error>(t.rank() == 2, "yaqa-quantize: ", yaqa::detail::describe(t), " has shape ",
+                                        yaqa::detail::shape_string(t.shape), " but '", h.path().string(),
+                                        "' has Hessian factors for it; expected a 2-D weight [out, in]");
+    plan.push_back({&t, *f});
+  }
+  if (plan.empty()) {
+    std::string why = o.only.empty() ? "" : " matching --only '" + o.only + "'";
+    throw invalid_argument("yaqa-quantize: no weight in '" + w.path().string() + "'" + why +
+                           " has Hessian factors in '" + h.path().string() + "' (expected tensors named NAME.H, NAME" +
+                           (o.sketch.empty() ? "" : "." + o.sketch) + ".H_in and NAME" +
+                           (o.sketch.empty() ? "" : "." + o.sketch) + ".H_out for a weight NAME)");
+  }
+  return plan;
+}
+
+namespace detail {
+
+//! Rethrows the current yaqa::error with `context` prepended, keeping its type.
+[[noreturn]] inline void rethrow_with_context(const std::string& context) {
+  try {
+    throw;
+  } catch (const format_error& e) {
+    throw format_error(context + e.what());
+  } catch (const io_error& e) {
+    throw io_error(context + e.what());
+  } catch (const shape_error& e) {
+    throw shape_error(context + e.what());
+  } catch (const non_finite_error& e) {
+    throw non_finite_error(context + e.what());
+  } catch (const invalid_argument& e) {
+    throw invalid_argument(context + e.what());
+  } catch (const numerical_error& e) {
+    throw numerical_error(context + e.what());
+  } catch (const cuda_error& e) {
+    throw cuda_error(context + e.what());
+  } catch (const error& e) {
+    throw error(context + e.what());
+  }
+}
+
+//! Calls f(q) with the quantizer the options describe.
+template <class F>
+void with_quantizer(const options& o, F&& f) {
+  switch (o.quantizer) {
+    case quantizer_kind::int_grid:
+      return f(int_grid<float>(int_grid_options{.bits = o.bits, .sym = !o.asym, .group_size = o.group_size, .mse = o.mse}));
+    case quantizer_kind::lloyd:
+      return f(lloyd_max_grid<float>(lloyd_max_options{.bits = o.bits, .group_size = o.group_size}));
+    case quantizer_kind::fp4: return f(fp4_e2m1<float>());
+    case quantizer_kind::e8p: return f(e8p<float>());
+  }
+}
+
+//! The parameters of every group as one F32 tensor [groups, fields, rows] and the field names.
+template <class P>
+std::pair<std::vector<std::string>, std::vector<float>> params_table(const std::vector<P>& ps, index& rows) {
+  std::vector<float> v;
+  if constexpr (requires(const P& p) { p.zero; }) {
+    rows = ps.empty() ? 0 : index(ps.front().scale.size());
+    for (const P& p : ps) {
+      v.insert(v.end(), p.scale.begin(), p.scale.end());
+      v.insert(v.end(), p.zero.begin(), p.zero.end());
+    }
+    return {{"scale", "zero"}, v};
+  } else if constexpr (requires(const P& p) { p.scale.size(); }) {
+    rows = ps.empty() ? 0 : index(ps.front().scale.size());
+    for (const P& p : ps) v.insert(v.end(), p.scale.begin(), p.scale.end());
+    return {{"scale"}, v};
+  } else {
+    rows = 1;
+    for (const P& p : ps) v.push_back(float(p.scale));
+    return {{"scale"}, v};
+  }
+}
+
+//! Row-major little-endian bytes of an unsigned code matrix.
+template <class C>
+std::vector<std::byte> code_bytes(const matrix<C>& c) {
+  std::vector<std::byte> b(std::size_t(c.size()) * sizeof(C));
+  std::byte* p = b.data();
+  for (index i = 0; i < c.rows(); ++i)
+    for (index j = 0; j < c.cols(); ++j, p += sizeof(C)) yaqa::detail::store_le(p, c(i, j));
+  return b;
+}
+
+inline std::string fmt(double v, int prec = 4) {
+  std::ostringstream os;
+  os << std::setprecision(prec) << v;
+  return os.str();
+}
+
+}  // namespace detail
+
+//! The outcome of run(): the per-layer reports (also written with --report).
+struct run_summary {
+  nlohmann::ordered_json report;
+  int layers = 0, copied = 0;
+};
+
+//! Quantizes, writes o.out atomically (nothing is left behind on failure) and, with --report,
+//! the JSON report. Progress lines go to `log` unless o.quiet. Every error is a yaqa::error whose
+//! message names the file and the tensor.
+inline run_summary run(const options& o, std::ostream& log) {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  for (const std::string* in : {&o.weights, &o.hessians}) {
+    check_not_forbidden("yaqa-quantize: --out", o.out, {*in});
+    if (!o.report.empty()) check_not_forbidden("yaqa-quantize: --report", o.report, {*in});
+  }
+  if (!o.report.empty()) check_not_forbidden("yaqa-quantize: --report", o.report, {o.out});
+
+  const safetensors_file wf(o.weights), hf(o.hessians);
+  const std::vector<planned_layer> plan = plan_layers(o, wf, hf);
+
+  rounding_options ro;
+  ro.algorithm = o.algorithm;
+  ro.tile_rows = o.tile_rows;
+  ro.tile_cols = o.tile_cols;
+  ro.incoherence = o.rht;
+  ro.seed = o.seed;
+  ro.damping.sigma = o.damp;
+  const cpu_backend backend{o.threads};
+
+  safetensors_writer out;
+  out.forbid_path(o.weights);
+  out.forbid_path(o.hessians);
+  if (!o.report.empty()) out.forbid_path(o.report);
+  out.metadata() = wf.metadata();
+  auto& meta = out.metadata();
+  meta["yaqa.version"] = YAQA_VERSION_STRING;
+  meta["yaqa.method"] = method_name(o.algorithm);
+  meta["yaqa.quantizer"] = quantizer_name(o.quantizer);
+  meta["yaqa.bits"] = std::to_string(o.bits);
+  meta["yaqa.seed"] = std::to_string(o.seed);
+  meta["yaqa.rht"] = o.rht ? "true" : "false";
+  if (!o.sketch.empty()) meta["yaqa.sketch"] = o.sketch;
+
+  run_summary s;
+  auto& rep = s.report;
+  rep["tool"] = "yaqa-quantize";
+  rep["version"] = YAQA_VERSION_STRING;
+  rep["options"] = {{"weights", o.weights},       {"hessians", o.hessians}, {"out", o.out},
+                    {"method", method_name(o.algorithm)}, {"quantizer", quantizer_name(o.quantizer)},
+                    {"bits", o.bits},             {"group_size", o.group_size}, {"asym", o.asym},
+                    {"mse", o.mse},               {"rht", o.rht},           {"sketch", o.sketch},
+                    {"tile", {o.tile_rows, o.tile_cols}}, {"damp", o.damp}, {"seed", o.seed},
+                    {"threads", backend.thread_count()}, {"only", o.only}};
+  rep["layers"] = nlohmann::ordered_json::array();
+
+  std::vector<std::string> quantized;
+  int k = 0;
+  for (const planned_layer& pl : plan) {
+    const tensor_view& wt = *pl.weight;
+    const std::string name(wt.name);
+    const std::string context = "yaqa-quantize: layer '" + name + "': ";
+    try {
+      const matrix<float> w = to_matrix<float>(wt);
+      const index m = w.rows(), n = w.cols();
+      for (index j = 0; j < n; ++j)
+        for (index i = 0; i < m; ++i)
+          if (!std::isfinite(w(i, j)))
+            throw non_finite_error(yaqa::detail::concat(yaqa::detail::describe(wt), " holds a non-finite value (",
+                                                        w(i, j), " at [", i, ", ", j, "]); expected finite weights"));
+      const matrix<float> h_in = to_symmetric_matrix<float>(*pl.hessians.h_in, n);
+      const matrix<float> h_out = pl.hessians.h_out ? to_symmetric_matrix<float>(*pl.hessians.h_out, m) : matrix<float>();
+
+      detail::with_quantizer(o, [&](const auto& q) {
+        auto res = quantize_layer(backend, q, view(w), view(h_in), view(h_out), ro);
+        const auto& lr = res.report;
+        out.add(name, view(std::as_const(res.weights)), dtype::f32);
+        using C = typename std::decay_t<decltype(q)>::code_type;
+        const dtype ct = sizeof(C) == 1 ? dtype::u8 : dtype::u16;
+        out.add(name + ".qcodes", ct, {res.codes.rows(), res.codes.cols()}, detail::code_bytes(res.codes));
+        index prow = 0;
+        auto [fields, values] = detail::params_table(res.params, prow);
+        out.add(name + ".qparams", {index(res.params.size()), index(fields.size()), prow}, values, dtype::f32);
+        if (!res.group_index.empty()) {
+          std::vector<double> g(res.group_index.begin(), res.group_index.end());
+          out.add(name + ".qgroup", {index(g.size())}, g, dtype::f32);
+        }
+        nlohmann::ordered_json layer_meta = {
+            {"method", method_name(o.algorithm)},
+            {"quantizer", quantizer_name(o.quantizer)},
+            {"bits", o.bits},
+            {"group_cols", q.group_cols(n)},
+            {"unit", {std::decay_t<decltype(q)>::unit_rows, std::decay_t<decltype(q)>::unit_cols}},
+            {"qparams_fields", fields},
+            {"rotated", res.rotated},
+            {"feedback", lr.feedback}};
+        if (res.rotated) {
+          layer_meta["seed_in"] = std::to_string(res.seed_in);
+          layer_meta["seed_out"] = std::to_string(res.seed_out);
+          layer_meta["transform_in"] = res.transform_in;
+          layer_meta["transform_out"] = res.transform_out;
+          layer_meta["basis"] = "qcodes/qparams quantize U_out^T W U_in; " + name + " = U_out Q U_in^T";
+        }
+        meta["yaqa.layer." + name] = layer_meta.dump();
+
+        nlohmann::ordered_json times = nlohmann::ordered_json::object();
+        for (const auto& st : lr.times) times[st.stage] = st.seconds;
+        rep["layers"].push_back({{"name", name},
+                                 {"shape", {m, n}},
+                                 {"method", method_name(lr.algorithm)},
+                                 {"h_in", std::string(pl.hessians.h_in->name)},
+                                 {"h_out", pl.hessians.h_out ? std::string(pl.hessians.h_out->name) : std::string()},
+                                 {"relative_proxy", lr.relative_proxy},
+                                 {"relative_proxy_one_sided", lr.relative_proxy_one_sided},
+                                 {"rtn_relative_proxy", lr.baseline_relative_proxy},
+                                 {"damp_in", lr.damp_in},
+                                 {"damp_out", lr.damp_out},
+                                 {"attempts_in", lr.attempts_in},
+                                 {"attempts_out", lr.attempts_out},
+                                 {"feedback", lr.feedback},
+                                 {"fallback_reason", lr.fallback_reason},
+                                 {"dead_inputs", lr.in.dead.size()},
+                                 {"dead_outputs", lr.out.dead.size()},
+                                 {"h_in_replaced_by_identity", lr.in.replaced_by_identity},
+                                 {"h_out_replaced_by_identity", lr.out.replaced_by_identity},
+                                 {"seconds", lr.seconds},
+                                 {"stages", times}});
+        ++k;
+        if (!o.quiet) {
+          log << "[" << k << "/" << plan.size() << "] " << name << " [" << m << "x" << n << "] "
+              << method_name(lr.algorithm) << " proxy " << detail::fmt(lr.relative_proxy) << " (rtn "
+              << detail::fmt(lr.baseline_relative_proxy) << ") damp " << detail::fmt(lr.damp_in, 3) << "/"
+              << detail::fmt(lr.damp_out, 3) << (lr.feedback ? "" : " NO FEEDBACK: " + lr.fallback_reason) << " "
+              << std::fixed << std::setprecision(2) << lr.seconds << " s" << std::defaultfloat << std::endl;
+        }
+      });
+    } catch (const yaqa::error&) {
+      detail::rethrow_with_context(context);
+    }
+    quantized.push_back(name);
+  }
+  // Pass everything else through; a name the tool writes itself must not already be an input.
+  for (const tensor_view& t : wf.tensors()) {
+    if (std::find(quantized.begin(), quantized.end(), t.name) != quantized.end()) continue;
+    yaqa::detail::require<format_error>(!out.contains(t.name), "yaqa-quantize: '", o.weights, "' has a tensor '",
+                                        t.name, "', a name the output uses for a quantized layer's codes/params");
+    out.add_borrowed(t);
+    ++s.copied;
+  }
+  s.layers = int(quantized.size());
+  out.write(o.out);
+  rep["copied_tensors"] = s.copied;
+  rep["total_seconds"] = std::chrono::duration<double>(clock::now() - t0).count();
+  if (!o.report.empty()) {
+    atomic_output_file f(o.report, "yaqa-quantize: --report");
+    f.write(rep.dump(2) + "\n");
+    f.commit();
+  }
+  if (!o.quiet)
+    log << "wrote " << o.out << ": " << s.layers << " quantized, " << s.copied << " copied ("
+        << detail::fmt(rep["total_seconds"].get<double>(), 3) << " s)" << std::endl;
+  return s;
+}
+
+}  // namespace yaqa::cli
