@@ -2,7 +2,8 @@
 """Print each benchmark's rate and its ratio to the GEMM reference measured in the same run.
 
 Usage: yaqa-bench --benchmark_out=r.json --benchmark_out_format=json ...; tools/bench_ratio.py r.json
-The reference is BM_gemm_eigen<float>/4096 (else the largest BM_gemm_eigen<float> present).
+The reference is BM_gemm_eigen<float>/4096 (else the largest BM_gemm_eigen<float> present); for
+yaqa-bench-cuda output it is the cuBLAS BM_cuda_sgemm/4096 (else the largest BM_cuda_sgemm).
 """
 import json
 import re
@@ -13,11 +14,14 @@ def main(path):
     data = json.load(open(path))
     rows = [b for b in data["benchmarks"] if b.get("run_type", "iteration") == "iteration"]
     gemm = [b for b in rows if b["name"].startswith("BM_gemm_eigen<float>/") and "FLOPS" in b]
+    if not gemm:
+        gemm = [b for b in rows if b["name"].startswith("BM_cuda_sgemm/") and "FLOPS" in b]
     ref = None
     if gemm:
         ref = max(gemm, key=lambda b: int(re.findall(r"/(\d+)", b["name"])[0]))
     ctx = data.get("context", {})
-    print(f"# {ctx.get('cpu_model', '?')}, {ctx.get('threads', '?')} threads, yaqa {ctx.get('yaqa_version', '?')} ({ctx.get('git_sha', '?')})")
+    dev = f", {ctx['cuda_device']} (driver {ctx.get('cuda_driver', '?')})" if "cuda_device" in ctx else ""
+    print(f"# {ctx.get('cpu_model', '?')}, {ctx.get('threads', '?')} threads{dev}, yaqa {ctx.get('yaqa_version', '?')} ({ctx.get('git_sha', '?')})")
     if ref:
         print(f"# reference: {ref['name']} = {ref['FLOPS'] / 1e9:.1f} GFLOP/s")
     print("| benchmark | time (ms) | GFLOP/s | ratio to GEMM | GB/s |")

@@ -10,6 +10,10 @@
 #include <yaqa/backend/cpu/backend.hpp>
 #include <yaqa/core/config.hpp>
 
+#if defined(YAQA_BENCH_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
 #ifndef YAQA_GIT_SHA
 #define YAQA_GIT_SHA "unknown"
 #endif
@@ -28,7 +32,24 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("yaqa_version", yaqa::version_string);
   benchmark::AddCustomContext("git_sha", YAQA_GIT_SHA);
+#if defined(YAQA_BENCH_CUDA)
+  // yaqa-bench-cuda: the device, driver and runtime the numbers belong to.
+  benchmark::AddCustomContext("backend", "cuda");
+  int dev_count = 0, driver = 0, runtime = 0;
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceCount(&dev_count) == cudaSuccess && dev_count > 0 &&
+      cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
+    benchmark::AddCustomContext("cuda_device", prop.name);
+  else
+    benchmark::AddCustomContext("cuda_device", "none usable");
+  cudaGetLastError();
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  benchmark::AddCustomContext("cuda_driver", std::to_string(driver));
+  benchmark::AddCustomContext("cuda_runtime", std::to_string(runtime));
+#else
   benchmark::AddCustomContext("backend", std::string(yaqa::cpu_backend::name));
+#endif
   benchmark::AddCustomContext("threads", std::to_string(yaqa::cpu_backend{}.thread_count()));
   benchmark::AddCustomContext("cpu_model", cpu_model());
   benchmark::AddCustomContext("eigen_version", std::to_string(EIGEN_WORLD_VERSION) + "." +

@@ -2,6 +2,7 @@
 // A small generated "model" for the CLI tests: two linear layers with calibration-like Hessians
 // (X^T X of correlated inputs, and an output factor), a bias that must be copied through, and
 // helpers to run the CLI in process.
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -54,20 +55,29 @@ inline void write_cli_model(const fs::path& dir, bool packed = false, std::uint6
   h.write(dir / "H.safetensors");
 }
 
-//! Parses `args` (without the program name) and requires success.
-inline cli::options cli_parse(std::vector<std::string> args) {
-  std::vector<const char*> argv{"yaqa-quantize"};
-  for (const auto& a : args) argv.push_back(a.c_str());
-  const cli::parse_result r = cli::parse_command_line(int(argv.size()), argv.data());
-  INFO(r.message);
-  REQUIRE(r.opts.has_value());
-  return *r.opts;
+//! With YAQA_FUZZ_SEED_DIR set, saves the command line as a seed of fuzz/fuzz_cli.cpp (its
+//! format: a first byte with bit 0 clear, then the arguments one per line).
+inline void export_cli_seed(const std::vector<std::string>& args) {
+  if (!fuzz_seeds_wanted()) return;
+  std::string image(1, '\0');
+  for (std::size_t i = 0; i < args.size(); ++i) image += (i ? "\n" : "") + args[i];
+  export_fuzz_seed("cli", "argv-" + std::to_string(std::hash<std::string>{}(image)), image);
 }
 
+//! Parses `args` (without the program name).
 inline cli::parse_result cli_parse_result(std::vector<std::string> args) {
+  export_cli_seed(args);
   std::vector<const char*> argv{"yaqa-quantize"};
   for (const auto& a : args) argv.push_back(a.c_str());
   return cli::parse_command_line(int(argv.size()), argv.data());
+}
+
+//! Parses `args` and requires success.
+inline cli::options cli_parse(std::vector<std::string> args) {
+  const cli::parse_result r = cli_parse_result(std::move(args));
+  INFO(r.message);
+  REQUIRE(r.opts.has_value());
+  return *r.opts;
 }
 
 //! Options reading dir/W and dir/H, writing dir/out.

@@ -299,3 +299,12 @@ TEST_CASE("run: byte-identical output for 1, 2 and 4 threads and across runs", "
     }
   }
 }
+
+// Not run by default ([.]): writes the generated model to $YAQA_CLI_MODEL_DIR for the process-level
+// determinism test (tests/cli/determinism.cmake), which runs the real binary on it.
+TEST_CASE("write the generated model for process-level tests", "[.][cli_model]") {
+  const char* dir = std::getenv("YAQA_CLI_MODEL_DIR");
+  if (dir == nullptr) return;  // a utility, not a test: the runner's "~[cuda]" filter selects it too
+  fs::create_directories(dir);
+  write_cli_model(dir);
+}

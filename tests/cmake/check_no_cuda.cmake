@@ -7,7 +7,10 @@ execute_process(COMMAND ${CXX} ${FLAGS} -H ${tu} RESULT_VARIABLE rc OUTPUT_VARIA
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "yaqa.hpp does not compile without CUDA:\n${err}")
 endif()
-string(REGEX MATCHALL "[^\n]*(cuda|cublas|cusolver|backend/cuda)[^\n]*" leaks "${err}")
+# Match header names and CUDA install directories, not any path that merely contains "cuda"
+# (a build directory named build-cuda holds the generated version.hpp).
+string(REGEX MATCHALL "[^\n]*(/cuda[-.0-9]*/|/cuda[_a-zA-Z0-9]*\\.h|/cublas|/cusolver|/backend/cuda/)[^\n]*"
+       leaks "${err}")
 if(leaks)
   message(FATAL_ERROR "yaqa.hpp reaches CUDA headers:\n${leaks}")
 endif()

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cctype>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -66,6 +68,20 @@ inline void write_file(const fs::path& p, std::string_view bytes) {
 inline std::string read_file(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+//! When the environment variable YAQA_FUZZ_SEED_DIR is set, saves `image` as
+//! <dir>/<format>/<name> (name reduced to [A-Za-z0-9_-]): the files the tests build, valid and
+//! corrupt, become the seed corpora of the fuzzers in fuzz/ (make fuzz-smoke). Otherwise a no-op.
+inline bool fuzz_seeds_wanted() { return std::getenv("YAQA_FUZZ_SEED_DIR") != nullptr; }
+inline void export_fuzz_seed(std::string_view format, std::string_view name, std::string_view image) {
+  const char* root = std::getenv("YAQA_FUZZ_SEED_DIR");
+  if (!root || image.size() > (std::size_t{1} << 20)) return;  // seeds stay small: fuzzing is per byte
+  std::string file;
+  for (const char c : name) file += std::isalnum(static_cast<unsigned char>(c)) || c == '-' ? c : '_';
+  const fs::path dir = fs::path(root) / std::string(format);
+  fs::create_directories(dir);
+  write_file(dir / file, image);
 }
 
 template <class T>

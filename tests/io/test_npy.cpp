@@ -82,6 +82,7 @@ TEST_CASE("npy round-trips every NumPy dtype bit for bit, with NumPy's exact hea
     const auto path = dir / (std::to_string(k++) + ".npy");
     write_npy(path, it.type, it.shape, it.bytes);
     const std::string img = yaqa::test::read_file(path);
+    yaqa::test::export_fuzz_seed("npy", "valid_" + std::to_string(k) + "_" + it.descr, img);
     const std::size_t hlen = std::uint8_t(img[8]) | std::size_t(std::uint8_t(img[9])) << 8;
     CHECK(img.substr(0, 8) == std::string("\x93NUMPY\x01\x00", 8));
     CHECK((10 + hlen) % 64 == 0);  // data 64-byte aligned
@@ -93,6 +94,8 @@ TEST_CASE("npy round-trips every NumPy dtype bit for bit, with NumPy's exact hea
     CHECK(a.bytes == it.bytes);
     CHECK_FALSE(a.fortran_order_on_disk);
     CHECK(a.source == path.string());
+    const npy_array m = parse_npy(std::as_bytes(std::span(img.data(), img.size())));
+    CHECK((m.type == it.type && m.shape == it.shape && m.bytes == it.bytes && m.source == "<memory>"));
   }
   // The dict text NumPy itself writes (np.save of a float32 (3, 5) array, a (7,) vector, a
   // scalar): the dict, then spaces, then '\n' ending at a multiple of 64.
@@ -168,6 +171,7 @@ TEST_CASE("npy reads every header style NumPy has produced", "[io][npy]") {
     INFO(g.dict);
     const auto path = dir / "g.npy";
     yaqa::test::write_file(path, npy_image(g.major, g.dict, d6, g.align));
+    yaqa::test::export_fuzz_seed("npy", "style_" + g.dict, yaqa::test::read_file(path));
     const npy_array a = read_npy(path);
     CHECK(a.type == dtype::f32);
     CHECK(a.shape == g.shape);
@@ -182,6 +186,7 @@ TEST_CASE("npy Fortran-order arrays are returned in C order", "[io][npy]") {
   const auto path = dir / "f.npy";
   yaqa::test::write_file(path, npy_image(1, "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }",
                                          yaqa::test::bytes_of(fdata)));
+  yaqa::test::export_fuzz_seed("npy", "valid_fortran_2d", yaqa::test::read_file(path));
   const npy_array a = read_npy(path);
   CHECK(a.fortran_order_on_disk);
   const matrix<double> m = to_matrix<double>(a);
@@ -197,6 +202,7 @@ TEST_CASE("npy Fortran-order arrays are returned in C order", "[io][npy]") {
       for (int i = 0; i < 2; ++i) f3[std::size_t(i + 2 * j + 6 * k)] = std::int16_t(100 * i + 10 * j + k);
   yaqa::test::write_file(path, npy_image(1, "{'descr': '<i2', 'fortran_order': True, 'shape': (2, 3, 4), }",
                                          yaqa::test::bytes_of(f3)));
+  yaqa::test::export_fuzz_seed("npy", "valid_fortran_3d", yaqa::test::read_file(path));
   const vector<double> c = to_vector<double>(read_npy(path));
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 3; ++j)
@@ -272,10 +278,15 @@ TEST_CASE("corrupt npy files are rejected with messages naming the file and the 
     INFO(c.what);
     const auto path = dir / "bad.npy";
     yaqa::test::write_file(path, c.image);
+    yaqa::test::export_fuzz_seed("npy", std::string("corrupt_") + c.what, c.image);
     const auto msg = thrown_message<format_error>([&] { read_npy(path); });
     INFO(msg);
     CHECK_THAT(msg, Contains("yaqa::read_npy") && Contains(path.string()));
     for (const auto& s : c.expect) CHECK_THAT(msg, Contains(s));
+    // The in-memory entry point (used by the fuzzer) applies exactly the same validation.
+    CHECK(thrown_message<format_error>([&] {
+            (void)parse_npy(std::as_bytes(std::span(c.image.data(), c.image.size())), path.string());
+          }) == msg);
   }
   CHECK_THAT(thrown_message<io_error>([&] { read_npy(dir / "missing.npy"); }),
              Contains("missing.npy") && Contains("No such file"));

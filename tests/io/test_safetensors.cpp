@@ -102,6 +102,33 @@ TEST_CASE("safetensors round-trips every dtype bit for bit, mapped or read", "[i
   w.metadata()["note"] = "ünïcödé ✓";
   w.write(path);
   CHECK(dir.entries() == std::vector<std::string>{"all.safetensors"});
+  {  // from_bytes reads the same image to the same tensors, naming the given source
+    const std::string img = yaqa::test::read_file(path);
+    const auto b = std::as_bytes(std::span(img.data(), img.size()));
+    const auto m = safetensors_file::from_bytes({b.begin(), b.end()}, "in-memory");
+    CHECK(m.path() == "in-memory");
+    CHECK_FALSE(m.is_memory_mapped());
+    REQUIRE(m.size() == samples.size());
+    CHECK(m.metadata() == w.metadata());
+    for (const auto& s : samples) {
+      const tensor_view& t = m.at(s.name);
+      CHECK(t.type == s.type);
+      CHECK(std::vector<yaqa::index>(t.shape.begin(), t.shape.end()) == s.shape);
+      CHECK(std::equal(t.bytes.begin(), t.bytes.end(), s.bytes.begin(), s.bytes.end()));
+      CHECK(t.source == "in-memory");
+    }
+  }
+  if (yaqa::test::fuzz_seeds_wanted()) {  // seeds: the whole file, and one file per dtype
+    yaqa::test::export_fuzz_seed("safetensors", "valid_all_dtypes", yaqa::test::read_file(path));
+    for (const auto& s : samples) {
+      safetensors_writer one;
+      one.add(s.name, s.type, s.shape, s.bytes);
+      const auto p1 = dir / "seed.safetensors";
+      one.write(p1);
+      yaqa::test::export_fuzz_seed("safetensors", "valid_" + s.name, yaqa::test::read_file(p1));
+      std::filesystem::remove(p1);
+    }
+  }
 
   for (bool mm : {true, false}) {
     safetensors_read_options opt;
@@ -210,6 +237,7 @@ TEST_CASE("safetensors header layout: name order, contiguous offsets, metadata f
   const auto path = dir / "layout.safetensors";
   w.write(path);
   const std::string img = yaqa::test::read_file(path);
+  yaqa::test::export_fuzz_seed("safetensors", "valid_layout_metadata", img);
   std::uint64_t n = 0;
   std::memcpy(&n, img.data(), 8);
   CHECK(n % 8 == 0);
@@ -219,9 +247,9 @@ TEST_CASE("safetensors header layout: name order, contiguous offsets, metadata f
   std::vector<std::string> keys;
   for (const auto& [k, _] : j.items()) keys.push_back(k);
   CHECK(keys == std::vector<std::string>{"__metadata__", "Alpha", "mid", "zeta"});
-  CHECK(j["Alpha"]["data_offsets"] == nlohmann::json::array({0, 6}));
-  CHECK(j["mid"]["data_offsets"] == nlohmann::json::array({6, 11}));
-  CHECK(j["zeta"]["data_offsets"] == nlohmann::json::array({11, 23}));
+  CHECK(j["Alpha"]["data_offsets"] == nlohmann::ordered_json::array({0, 6}));
+  CHECK(j["mid"]["data_offsets"] == nlohmann::ordered_json::array({6, 11}));
+  CHECK(j["zeta"]["data_offsets"] == nlohmann::ordered_json::array({11, 23}));
   CHECK(j["zeta"]["dtype"] == "F32");
   CHECK(img.size() == 8 + n + 23);
   CHECK(j["__metadata__"]["k"] == "v");
@@ -359,11 +387,62 @@ TEST_CASE("corrupt safetensors files are rejected with messages naming the file 
     INFO(c.what);
     const auto path = dir / "bad.safetensors";
     yaqa::test::write_file(path, c.image);
+    yaqa::test::export_fuzz_seed("safetensors", std::string("corrupt_") + c.what, c.image);
     const auto msg = thrown_message<format_error>([&] { safetensors_file f(path); });
     INFO(msg);
     CHECK_THAT(msg, Contains("yaqa::safetensors_file") && Contains(path.string()));
     for (const auto& s : c.expect) CHECK_THAT(msg, Contains(s));
+    // The in-memory entry point (used by the fuzzer) applies exactly the same validation.
+    const auto as_bytes = std::as_bytes(std::span(c.image.data(), c.image.size()));
+    CHECK(thrown_message<format_error>([&] {
+            (void)safetensors_file::from_bytes({as_bytes.begin(), as_bytes.end()}, path.string());
+          }) == msg);
   }
+}
+
+// Regression (found while writing fuzz/fuzz_safetensors.cpp): the error messages used to
+// json::dump() the offending value, which recurses once per nesting level; 100000 nested brackets
+// (a 200 KB header) overflowed the stack of a release build. Every such header must be a format_error, wherever the nesting is.
+TEST_CASE("deeply nested JSON in a safetensors header is a format_error, not a stack overflow",
+          "[io][safetensors][corrupt]") {
+  temp_dir dir;
+  const std::size_t depth = 200000;
+  const std::string deep = std::string(depth, '[') + std::string(depth, ']');
+  struct deep_case {
+    const char* what;
+    std::string header;
+    std::vector<std::string> expect;
+  };
+  const std::vector<deep_case> cases = {
+      {"in a shape", "{\"w\":{\"dtype\":\"F32\",\"shape\":[" + deep + "],\"data_offsets\":[0,0]}}",
+       {"tensor 'w'", "shape [[...]] dimension 0 is a JSON array"}},
+      {"as the shape", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1," + deep + ",2],\"data_offsets\":[0,0]}}",
+       {"tensor 'w'", "shape [1,[...],2] dimension 1"}},
+      {"in data_offsets", "{\"w\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":" + deep + "}}",
+       {"tensor 'w'", "data_offsets is [[...]]"}},
+      {"as an entry", "{\"w\":" + deep + "}", {"tensor 'w'", "is a JSON array"}},
+      {"in the metadata", "{\"__metadata__\":{\"k\":" + deep + "}}", {"'k' has a array value"}},
+      {"unbalanced", "{\"w\":" + std::string(depth, '['), {"not valid JSON"}},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    const auto path = dir / "deep.safetensors";
+    yaqa::test::write_file(path, yaqa::test::safetensors_image(c.header, ""));
+    const auto msg = thrown_message<format_error>([&] { safetensors_file f(path); });
+    INFO(msg.substr(0, 300));
+    CHECK(msg.size() < 1000);
+    CHECK_THAT(msg, Contains(path.string()));
+    for (const auto& s : c.expect) CHECK_THAT(msg, Contains(s));
+  }
+  // A long shape is summarized, not printed whole.
+  std::string long_shape = "[";
+  for (int i = 0; i < 40; ++i) long_shape += std::to_string(i + 1) + ",";
+  long_shape += "-1]";
+  const auto path = dir / "long.safetensors";
+  yaqa::test::write_file(path, yaqa::test::safetensors_image(
+                                   "{\"w\":{\"dtype\":\"F32\",\"shape\":" + long_shape + ",\"data_offsets\":[0,0]}}", ""));
+  CHECK_THAT(thrown_message<format_error>([&] { safetensors_file f(path); }),
+             Contains("shape [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,... (41 elements)] has negative dimension 40"));
 }
 
 TEST_CASE("safetensors read options: header limit and gaps", "[io][safetensors][corrupt]") {
@@ -375,6 +454,7 @@ TEST_CASE("safetensors read options: header limit and gaps", "[io][safetensors][
   std::memcpy(data.data(), &one, 4);
   std::memcpy(data.data() + 8, &two, 4);
   yaqa::test::write_file(path, yaqa::test::safetensors_image(header, data + "tail"));
+  yaqa::test::export_fuzz_seed("safetensors", "gaps", yaqa::test::read_file(path));
   CHECK_THROWS_AS(safetensors_file(path), format_error);
   safetensors_read_options lenient;
   lenient.allow_gaps = true;
@@ -392,6 +472,7 @@ TEST_CASE("safetensors read options: header limit and gaps", "[io][safetensors][
   yaqa::test::write_file(p2, yaqa::test::safetensors_image("{\"e\":" + valid_entry("F32", "[0, 5]", 4, 4) + ",\"w\":" +
                                                                valid_entry("F32", "[2]", 0, 8) + "}",
                                                            std::string(8, '\0')));
+  yaqa::test::export_fuzz_seed("safetensors", "valid_zero_byte_tensor", yaqa::test::read_file(p2));
   const safetensors_file z(p2);
   CHECK(z.at("e").numel() == 0);
 }

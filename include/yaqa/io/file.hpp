@@ -96,6 +96,16 @@ class mapped_file {
     }
   }
 
+  //! An image of bytes already in memory (taken over, not copied): lets the readers parse a
+  //! buffer exactly as they parse a file (fuzzing, archives, network input).
+  static mapped_file from_bytes(std::vector<std::byte> bytes) {
+    mapped_file f;
+    f.size_ = bytes.size();
+    f.buffer_ = std::move(bytes);
+    f.data_ = f.buffer_.data();
+    return f;
+  }
+
   mapped_file(mapped_file&& o) noexcept { swap(o); }
   mapped_file& operator=(mapped_file&& o) noexcept {
     mapped_file tmp(std::move(o));

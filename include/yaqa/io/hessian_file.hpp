@@ -50,15 +50,14 @@ struct layer_hessian_tensors {
   const tensor_view* h_out = nullptr;
 };
 
-//! The sketch tags present for `weight` in f: every TAG with a tensor NAME.TAG.H_in or
-//! NAME.TAG.H_out, sorted, without duplicates.
-inline std::vector<std::string> sketch_tags(const safetensors_file& f, std::string_view weight) {
+//! The sketch tags among `names` for `weight`: every TAG (non-empty, without '.') such that
+//! NAME.TAG.H_in or NAME.TAG.H_out is one of the names; sorted, without duplicates.
+template <class Names>
+std::vector<std::string> sketch_tags_in(const Names& names, std::string_view weight) {
   std::vector<std::string> tags;
-  const std::string prefix = std::string(weight) + ".";
-  for (const tensor_view& t : f.tensors()) {
-    std::string_view n = t.name;
-    if (n.size() <= prefix.size() || n.substr(0, prefix.size()) != prefix) continue;
-    n.remove_prefix(prefix.size());
+  for (std::string_view n : names) {
+    if (n.size() <= weight.size() + 1 || n.substr(0, weight.size()) != weight || n[weight.size()] != '.') continue;
+    n.remove_prefix(weight.size() + 1);
     for (std::string_view suffix : {".H_in", ".H_out"})
       if (n.size() > suffix.size() && n.substr(n.size() - suffix.size()) == suffix) {
         std::string tag(n.substr(0, n.size() - suffix.size()));
@@ -68,6 +67,14 @@ inline std::vector<std::string> sketch_tags(const safetensors_file& f, std::stri
   std::sort(tags.begin(), tags.end());
   tags.erase(std::unique(tags.begin(), tags.end()), tags.end());
   return tags;
+}
+
+//! The sketch tags present for `weight` in f (sketch_tags_in over f's tensor names).
+inline std::vector<std::string> sketch_tags(const safetensors_file& f, std::string_view weight) {
+  std::vector<std::string_view> names;
+  names.reserve(f.size());
+  for (const tensor_view& t : f.tensors()) names.push_back(t.name);
+  return sketch_tags_in(names, weight);
 }
 
 //! True when f holds any factor of `weight` under the convention (NAME.H, NAME.H_in, NAME.H_out

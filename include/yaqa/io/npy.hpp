@@ -243,15 +243,15 @@ inline std::string npy_header_text(dtype type, std::span<const index> shape) {
 
 }  // namespace detail
 
-//! Reads a .npy file. Throws io_error when it cannot be read, format_error when it is malformed
-//! (the message names the file and what was expected).
-inline npy_array read_npy(const std::filesystem::path& path, const npy_read_options& options = {}) {
-  const std::string src = path.string();
+//! Parses a .npy image held in memory (e.g. a member of an .npz archive) with exactly the
+//! validation of read_npy; `source` stands for the file name in error messages. The data is
+//! copied into the result. Throws format_error when the image is malformed.
+inline npy_array parse_npy(std::span<const std::byte> b, std::string_view source = "<memory>",
+                           const npy_read_options& options = {}) {
+  const std::string src(source);
   auto fail = [&](auto&&... a) {
     throw format_error(detail::concat("yaqa::read_npy: '", src, "': ", std::forward<decltype(a)>(a)...));
   };
-  const mapped_file file(path, true, "yaqa::read_npy");
-  const auto b = file.bytes();
   static constexpr unsigned char magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
   if (b.size() < 10 || std::memcmp(b.data(), magic, 6) != 0)
     fail("bad magic: expected the file to start with \\x93NUMPY (", b.size(), " bytes, not a .npy file)");
@@ -290,6 +290,13 @@ inline npy_array read_npy(const std::filesystem::path& path, const npy_read_opti
   else
     a.bytes.assign(data.begin(), data.end());
   return a;
+}
+
+//! Reads a .npy file. Throws io_error when it cannot be read, format_error when it is malformed
+//! (the message names the file and what was expected).
+inline npy_array read_npy(const std::filesystem::path& path, const npy_read_options& options = {}) {
+  const mapped_file file(path, true, "yaqa::read_npy");
+  return parse_npy(file.bytes(), path.string(), options);
 }
 
 //! Writes raw little-endian bytes in C order as a .npy file (atomically). `type` must have a

@@ -73,6 +73,29 @@ struct safetensors_state {
 
 inline std::string json_type_name(const nlohmann::json& j) { return j.type_name(); }
 
+//! A one-level rendering of j for error messages: scalars as JSON, an array's scalar elements as
+//! JSON and its nested arrays/objects as "[...]"/"{...}", at most 16 elements. Never json::dump()
+//! a value from a file: dump recurses once per nesting level (the parser itself is iterative),
+//! and a header of 100000 nested brackets overflowed the stack (see docs/reliability.md).
+inline std::string json_brief(const nlohmann::json& j) {
+  auto one = [](const nlohmann::json& v) -> std::string {
+    if (v.is_array()) return v.empty() ? "[]" : "[...]";
+    if (v.is_object()) return v.empty() ? "{}" : "{...}";
+    return v.dump();
+  };
+  if (!j.is_array()) return one(j);
+  std::string s = "[";
+  std::size_t k = 0;
+  for (const auto& v : j) {
+    if (k == 16) {
+      s += concat(",... (", j.size(), " elements)");
+      break;
+    }
+    s += (k++ ? "," : "") + one(v);
+  }
+  return s + "]";
+}
+
 //! SAX handler that records the first key repeated within one JSON object.
 struct duplicate_key_finder : nlohmann::json_sax<nlohmann::json> {
   std::vector<std::set<std::string, std::less<>>> open;  // keys seen, per open object
@@ -120,6 +143,19 @@ class safetensors_file {
     state_ = std::move(st);
   }
 
+  //! Parses a safetensors image held in memory, with exactly the validation of the file
+  //! constructor; `name` stands for the file name in error messages. The bytes are taken over
+  //! (the tensor views point into them).
+  static safetensors_file from_bytes(std::vector<std::byte> bytes, std::string_view name = "<memory>",
+                                     const safetensors_read_options& options = {}) {
+    auto st = std::make_shared<detail::safetensors_state>();
+    st->path = std::filesystem::path(name);
+    st->path_string = std::string(name);
+    st->file = mapped_file::from_bytes(std::move(bytes));
+    parse(*st, options);
+    return safetensors_file(std::move(st));
+  }
+
   [[nodiscard]] const std::filesystem::path& path() const { return state_->path; }
   //! The "__metadata__" map (empty when the file has none).
   [[nodiscard]] const std::map<std::string, std::string>& metadata() const { return state_->metadata; }
@@ -147,6 +183,8 @@ class safetensors_file {
   [[nodiscard]] bool is_memory_mapped() const { return state_->file.is_mapped(); }
 
  private:
+  explicit safetensors_file(std::shared_ptr<const detail::safetensors_state> st) : state_(std::move(st)) {}
+
   template <class... A>
   [[noreturn]] static void fail(const detail::safetensors_state& st, A&&... a) {
     throw format_error(detail::concat("yaqa::safetensors_file: '", st.path_string, "': ", std::forward<A>(a)...));
@@ -259,23 +297,23 @@ class safetensors_file {
     for (std::size_t i = 0; i < js.size(); ++i) {
       const auto& d = js[i];
       if (d.is_number_integer() && !d.is_number_unsigned())
-        fail(st, "tensor '", name, "': shape ", js.dump(), " has negative dimension ", i, "; expected non-negative integers");
+        fail(st, "tensor '", name, "': shape ", detail::json_brief(js), " has negative dimension ", i, "; expected non-negative integers");
       if (!d.is_number_unsigned())
-        fail(st, "tensor '", name, "': shape ", js.dump(), " dimension ", i, " is a JSON ", detail::json_type_name(d),
+        fail(st, "tensor '", name, "': shape ", detail::json_brief(js), " dimension ", i, " is a JSON ", detail::json_type_name(d),
              " (or an integer too large for 64 bits); expected non-negative integers");
       const std::uint64_t u = d.get<std::uint64_t>();
       if (u > std::uint64_t(PTRDIFF_MAX))
-        fail(st, "tensor '", name, "': shape ", js.dump(), " dimension ", i, " is too large");
+        fail(st, "tensor '", name, "': shape ", detail::json_brief(js), " dimension ", i, " is too large");
       e.shape.push_back(index(u));
     }
     const auto nbytes = detail::checked_nbytes(e.shape, dtype_size(e.type));
     if (!nbytes)
-      fail(st, "tensor '", name, "': shape ", js.dump(), " of ", e.type,
+      fail(st, "tensor '", name, "': shape ", detail::json_brief(js), " of ", e.type,
            " has too many elements (the byte count overflows 64 bits)");
 
     const auto& jo = val["data_offsets"];
     if (!jo.is_array() || jo.size() != 2 || !jo[0].is_number_unsigned() || !jo[1].is_number_unsigned())
-      fail(st, "tensor '", name, "': data_offsets is ", jo.dump(), "; expected [begin, end], two non-negative integers");
+      fail(st, "tensor '", name, "': data_offsets is ", detail::json_brief(jo), "; expected [begin, end], two non-negative integers");
     e.begin = jo[0].get<std::uint64_t>();
     e.end = jo[1].get<std::uint64_t>();
     if (e.begin > e.end)

@@ -21,16 +21,36 @@ namespace yaqa::cuda {
 
 inline void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess)
-    throw cuda_error(detail::concat(what, ": CUDA error ", cudaGetErrorName(e), " (",
+    throw cuda_error(yaqa::detail::concat(what, ": CUDA error ", cudaGetErrorName(e), " (",
                                     cudaGetErrorString(e), ")"));
 }
 inline void check(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS)
-    throw cuda_error(detail::concat(what, ": cuBLAS error ", cublasGetStatusName(s)));
+    throw cuda_error(yaqa::detail::concat(what, ": cuBLAS error ", cublasGetStatusName(s)));
 }
+//! The enumerator name of a cuSOLVER status (cuSOLVER has no cusolverGetStatusName).
+inline std::string cusolver_status_name(cusolverStatus_t s) {
+  switch (s) {
+    case CUSOLVER_STATUS_SUCCESS: return "CUSOLVER_STATUS_SUCCESS";
+    case CUSOLVER_STATUS_NOT_INITIALIZED: return "CUSOLVER_STATUS_NOT_INITIALIZED";
+    case CUSOLVER_STATUS_ALLOC_FAILED: return "CUSOLVER_STATUS_ALLOC_FAILED";
+    case CUSOLVER_STATUS_INVALID_VALUE: return "CUSOLVER_STATUS_INVALID_VALUE";
+    case CUSOLVER_STATUS_ARCH_MISMATCH: return "CUSOLVER_STATUS_ARCH_MISMATCH";
+    case CUSOLVER_STATUS_MAPPING_ERROR: return "CUSOLVER_STATUS_MAPPING_ERROR";
+    case CUSOLVER_STATUS_EXECUTION_FAILED: return "CUSOLVER_STATUS_EXECUTION_FAILED";
+    case CUSOLVER_STATUS_INTERNAL_ERROR: return "CUSOLVER_STATUS_INTERNAL_ERROR";
+    case CUSOLVER_STATUS_MATRIX_TYPE_NOT_SUPPORTED: return "CUSOLVER_STATUS_MATRIX_TYPE_NOT_SUPPORTED";
+    case CUSOLVER_STATUS_NOT_SUPPORTED: return "CUSOLVER_STATUS_NOT_SUPPORTED";
+    case CUSOLVER_STATUS_ZERO_PIVOT: return "CUSOLVER_STATUS_ZERO_PIVOT";
+    case CUSOLVER_STATUS_INVALID_LICENSE: return "CUSOLVER_STATUS_INVALID_LICENSE";
+    case CUSOLVER_STATUS_INVALID_WORKSPACE: return "CUSOLVER_STATUS_INVALID_WORKSPACE";
+    default: return yaqa::detail::concat("CUSOLVER_STATUS_<", static_cast<int>(s), ">");
+  }
+}
+
 inline void check(cusolverStatus_t s, const char* what) {
   if (s != CUSOLVER_STATUS_SUCCESS)
-    throw cuda_error(detail::concat(what, ": cuSOLVER error ", static_cast<int>(s)));
+    throw cuda_error(yaqa::detail::concat(what, ": cuSOLVER error ", cusolver_status_name(s)));
 }
 
 //! True when a CUDA device can be used (any runtime error counts as "no device").

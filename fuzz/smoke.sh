@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# make fuzz-smoke: builds the libFuzzer harnesses with clang into BUILD, regenerates their seed
+# corpora from the I/O tests (YAQA_FUZZ_SEED_DIR), then runs each harness for SECONDS.
+# Usage: fuzz/smoke.sh [BUILD=build-fuzz] [SECONDS=60] [JOBS=nproc]
+# Corpora grow in BUILD/corpus/<parser> across runs; a finding is saved under BUILD/findings/ and
+# makes the script fail (reproduce: BUILD/bin/fuzz_<parser> <file>).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build-fuzz}
+seconds=${2:-60}
+jobs=${3:-$(nproc)}
+harnesses=(safetensors npy)
+
+t0=$(date +%s)
+cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" -DYAQA_BUILD_FUZZERS=ON -DYAQA_NATIVE=OFF \
+  -DYAQA_ENABLE_CUDA=OFF -DYAQA_BUILD_BENCHMARKS=OFF -DYAQA_BUILD_EXAMPLES=OFF -DYAQA_INSTALL=OFF >/dev/null
+cmake --build "$build" -j "$jobs" --target yaqa_tests_io "${harnesses[@]/#/fuzz_}"
+t1=$(date +%s)
+
+# Seeds: every file the safetensors and npy tests build, valid (every dtype) and corrupt.
+rm -rf "$build/seeds"
+YAQA_FUZZ_SEED_DIR="$build/seeds" "$build/bin/yaqa_tests_io" "[safetensors],[npy]" >/dev/null
+mkdir -p "$build/findings"
+t2=$(date +%s)
+
+status=0
+for h in "${harnesses[@]}"; do
+  mkdir -p "$build/corpus/$h"
+  echo "fuzz-smoke: fuzz_$h for ${seconds} s ($(ls "$build/seeds/$h" | wc -l) seeds, $(ls "$build/corpus/$h" | wc -l) corpus files)"
+  log="$build/fuzz_$h.log"
+  if "$build/bin/fuzz_$h" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+       -artifact_prefix="$build/findings/$h-" "$build/corpus/$h" "$build/seeds/$h" >"$log" 2>&1; then
+    grep -E "stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added" "$log" | sed 's/^/  /'
+  else
+    status=1
+    echo "fuzz-smoke: fuzz_$h FOUND A PROBLEM (log: $log; inputs in $build/findings):" >&2
+    grep -E -A12 "ERROR|==[0-9]+==|uncaught|invariant broken|deadly signal" "$log" | head -n 40 >&2
+  fi
+done
+t3=$(date +%s)
+echo "fuzz-smoke: build $((t1 - t0)) s, seeds $((t2 - t1)) s, fuzzing $((t3 - t2)) s"
+exit $status
