@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make fuzz-smoke: builds the libFuzzer harnesses with clang into BUILD, regenerates their seed
 # corpora from the I/O tests (YAQA_FUZZ_SEED_DIR), then runs each harness for SECONDS.
-# Usage: fuzz/smoke.sh [BUILD=build-fuzz] [SECONDS=60] [JOBS=nproc]
+# Usage: fuzz/smoke.sh [BUILD=build-fuzz] [SECONDS=60] [JOBS=nproc] [TESTS=build]
+# Seeds come from the test binaries of the TESTS build dir when it has them (make test's; any
+# compiler will do, they only write files), else yaqa_tests_io / yaqa_tests_cli are built in BUILD.
 # Corpora grow in BUILD/corpus/<parser> across runs; a finding is saved under BUILD/findings/ and
 # makes the script fail (reproduce: BUILD/bin/fuzz_<parser> <file>).
 set -euo pipefail
@@ -9,18 +11,25 @@ cd "$(dirname "$0")/.."
 build=${1:-build-fuzz}
 seconds=${2:-60}
 jobs=${3:-$(nproc)}
-harnesses=(safetensors npy)
+harnesses=(safetensors npy cli)
+tests=${4:-build}
 
 t0=$(date +%s)
 cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" -DYAQA_BUILD_FUZZERS=ON -DYAQA_NATIVE=OFF \
   -DYAQA_ENABLE_CUDA=OFF -DYAQA_BUILD_BENCHMARKS=OFF -DYAQA_BUILD_EXAMPLES=OFF -DYAQA_INSTALL=OFF >/dev/null
-cmake --build "$build" -j "$jobs" --target yaqa_tests_io "${harnesses[@]/#/fuzz_}"
+seed_targets=()
+[[ -x "$tests/bin/yaqa_tests_io" && -x "$tests/bin/yaqa_tests_cli" ]] || { tests="$build"; seed_targets=(yaqa_tests_io yaqa_tests_cli); }
+cmake --build "$build" -j "$jobs" --target "${seed_targets[@]}" "${harnesses[@]/#/fuzz_}"
 t1=$(date +%s)
 
-# Seeds: every file the safetensors and npy tests build, valid (every dtype) and corrupt.
+# Seeds: every file the safetensors and npy tests build, valid (every dtype) and corrupt, and
+# every command line the CLI tests parse.
 rm -rf "$build/seeds"
-YAQA_FUZZ_SEED_DIR="$build/seeds" "$build/bin/yaqa_tests_io" "[safetensors],[npy]" >/dev/null
+YAQA_FUZZ_SEED_DIR="$build/seeds" "$tests/bin/yaqa_tests_io" "[safetensors],[npy]" >/dev/null
+YAQA_FUZZ_SEED_DIR="$build/seeds" "$tests/bin/yaqa_tests_cli" "[cli]" >/dev/null  # command lines
+mkdir -p "$build/seeds/cli"
+printf '\001fc.weight\nfc.weight.b.H_in\nfc.weight.b.H_out\nfc.weight.H\nfc.weight.a.x.H_in' >"$build/seeds/cli/names"
 mkdir -p "$build/findings"
 t2=$(date +%s)
 
