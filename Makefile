@@ -37,7 +37,7 @@ bench: build
 # default subset and its timing are in docs/reliability.md; SANITIZE_AREAS=all for every area.
 ASAN_BUILD ?= build-asan
 SANITIZE_AREAS ?= io cli core
-SANITIZE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" \
+SANITIZE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O0 -g1" \
   -DYAQA_SANITIZE=ON -DYAQA_NATIVE=OFF -DYAQA_ENABLE_CUDA=OFF -DYAQA_BUILD_BENCHMARKS=OFF \
   -DYAQA_BUILD_EXAMPLES=OFF -DYAQA_INSTALL=OFF
 san_all := $(patsubst tests/%/,%,$(sort $(dir $(wildcard tests/*/test_*.cpp))))
