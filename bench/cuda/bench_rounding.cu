@@ -1,6 +1,6 @@
 // YAQA two-sided rounding on the device (int_grid 4 bits, g128, 16 x 16 tiles, wavefront):
 // 4096 x 4096 and 8192 x 28672 (an MLP projection; issue target: under 3 s on an H100), one-sided
-// LDLQ, and the random Hadamard transform. Operands are generated on the device; the timed span
+// LDLQ, GPTQ's device loop, and the random Hadamard transform. Operands are generated on the device; the timed span
 // is yaqa::cuda::yaqa_round_device (its scratch allocation included). Flops: m n (m + n), the
 // feedback GEMMs of the algorithm (the wavefront's uniform strips do up to twice that).
 #include <cstdint>
@@ -77,6 +77,33 @@ void BM_cuda_hadamard(benchmark::State& state) {
   yaqa::bench::set_bytes(state, 2.0 * double(m) * double(n) * sizeof(T));
 }
 
+// GPTQ's device loop (int_grid 4 bits, g128 fitted lazily on the host, block 128) on an m x n
+// layer. The host preparation (dead columns, the inverse factor U in double) runs once, outside
+// the timing; the timed span is detail::gptq_device_loop: uploads of W and U, the n / 128 blocks
+// (row kernel + GEMM + lazy group fits through the host), downloads. Flops: m n^2, the block
+// GEMMs W[:, i2:] -= Err U[i1:i2, i2:] summed over blocks.
+void BM_cuda_gptq(benchmark::State& state) {
+  if (!yaqa::bench::require_device(state)) return;
+  using T = float;
+  const index m = state.range(0), n = state.range(1);
+  cuda_backend b;
+  const yaqa::int_grid<T> q({.bits = 4, .sym = false, .group_size = 128});
+  const yaqa::matrix<T> w = yaqa::matrix<T>::Random(m, n) * T(0.05);
+  // SPD with a dense inverse factor: I + 0.5 * 11^T / n
+  const yaqa::matrix<T> h = yaqa::matrix<T>::Identity(n, n) + yaqa::matrix<T>::Constant(n, n, T(0.5) / T(n));
+  const auto prepared = yaqa::detail::gptq_prepare("BM_cuda_gptq", yaqa::cpu_backend{}, q, yaqa::view(w),
+                                                   yaqa::view(h), yaqa::gptq_options{});
+  yaqa::bench::event_timer t;
+  for (auto _ : state) {
+    auto s = prepared;  // the loop writes the lazily fitted parameters
+    t.begin(b.stream());
+    auto out = yaqa::cuda::detail::gptq_device_loop<T>(b, q, s, 128, "BM_cuda_gptq");
+    state.SetIterationTime(t.end(b.stream()));
+    benchmark::DoNotOptimize(out.loss);
+  }
+  yaqa::bench::set_flops(state, double(m) * double(n) * double(n));
+}
+
 }  // namespace
 
 BENCHMARK(BM_cuda_yaqa_round)
@@ -92,3 +119,4 @@ BENCHMARK_TEMPLATE(BM_cuda_hadamard, float)
     ->Args({4096, 16384})
     ->Unit(benchmark::kMillisecond)
     ->UseManualTime();
+BENCHMARK(BM_cuda_gptq)->Args({4096, 4096})->Args({28672, 8192})->Unit(benchmark::kMillisecond)->UseManualTime();

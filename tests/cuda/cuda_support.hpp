@@ -5,6 +5,8 @@
 
 #include <yaqa/cuda.hpp>
 
+#include <support/approx.hpp>  // mismatch_fraction
+
 namespace yaqa::test {
 
 //! The backend every [cuda] case uses (created on first use: only when a device is usable).
@@ -27,12 +29,6 @@ matrix<T> download(const cuda::device_matrix<T>& d) {
 template <class T>
 constexpr double gpu_tol() {
   return sizeof(T) == 4 ? 1e-5 : 1e-12;
-}
-
-//! Fraction of entries where a and b differ.
-template <class A, class B>
-double mismatch_fraction(const A& a, const B& b) {
-  return a.size() == 0 ? 0.0 : double((a.array() != b.array()).count()) / double(a.size());
 }
 
 }  // namespace yaqa::test

@@ -50,4 +50,10 @@ constexpr double tol() {
   return sizeof(T) == 4 ? 2e-5 : 1e-11;
 }
 
+//! Fraction of entries where a and b differ (codes of two implementations).
+template <class A, class B>
+double mismatch_fraction(const A& a, const B& b) {
+  return a.size() == 0 ? 0.0 : double((a.array() != b.array()).count()) / double(a.size());
+}
+
 }  // namespace yaqa::test

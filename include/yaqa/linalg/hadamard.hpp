@@ -462,6 +462,13 @@ class random_hadamard {
   [[nodiscard]] index sylvester_order() const { return pw_; }
   //! False when the dense factor is the random orthogonal fallback.
   [[nodiscard]] bool is_hadamard() const { return hadamard_; }
+  //! The dense K x K factor G of A = scale (G ⊗ H_P), in T (float: G rounded once from double).
+  template <Scalar T>
+  [[nodiscard]] const matrix<T>& dense_factor() const {
+    return dense<T>();
+  }
+  //! The scalar of A = scale (G ⊗ H_P): 1/sqrt(n) (Hadamard G) or 1/sqrt(P) (orthogonal G).
+  [[nodiscard]] double scale() const { return scale_; }
 
   //! E.g. "sylvester(4096)", "hadamard(28) x sylvester(512)", "orthogonal(21) x sylvester(256)".
   [[nodiscard]] std::string description() const {

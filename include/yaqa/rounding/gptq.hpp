@@ -38,36 +38,51 @@ struct gptq_result : rounded<Q> {
   std::string failure;        //!< why, when feedback is false
 };
 
-//! GPTQ on w (m x n) with the n x n Hessian h (e.g. X^T X; it need not be normalized).
-template <Backend B, Quantizer Q>
-  requires accessible_from<B, host_space>
-gptq_result<Q> gptq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
-                    matrix_view<const scalar_of<Q>> h, const gptq_options& opt = {}) {
+namespace detail {
+
+//! GPTQ's work before and after the column loop, shared by the CPU loop below and the device
+//! loop (yaqa::cuda::gptq): dead columns, parameters fitted up front (static / per channel),
+//! act-order permutation and the inverse factor U; afterwards the un-permutation.
+template <Quantizer Q>
+struct gptq_setup {
   using T = scalar_of<Q>;
-  using code_t = typename Q::code_type;
-  constexpr const char* what = "yaqa::gptq";
+  gptq_result<Q> res;                          // dead, perm, damp, attempts, feedback, failure
+  matrix<T> W;                                 // dead columns zeroed, act-order permuted
+  matrix<T> U;                                 // upper Cholesky factor of H^{-1} (identity without feedback)
+  std::vector<typename Q::params_type> params; // all groups (lazy: sized, fitted by the loop)
+  index g = 0;                                 // columns per group
+  bool lazy = false;                           // groups fitted inside the loop
+  //! The parameter group of each (permuted) column.
+  [[nodiscard]] index group_of(index col) const {
+    return (!lazy && !res.perm.empty()) ? res.perm[static_cast<std::size_t>(col)] / g : col / g;
+  }
+};
+
+template <Backend B, Quantizer Q>
+gptq_setup<Q> gptq_prepare(const char* what, const B& be, const Q& q, matrix_view<const scalar_of<Q>> w,
+                           matrix_view<const scalar_of<Q>> h, const gptq_options& opt) {
+  using T = scalar_of<Q>;
   const index m = w.rows, n = w.cols;
   check_shape(what, "H", h, n, n);
   static_assert(Q::unit_cols == 1 && Q::unit_rows == 1, "yaqa::gptq hands the quantizer single columns: it needs a scalar quantizer (unit 1x1) (use ldlq/yaqa_round for vector or tile quantizers)");
-  const index g = detail::checked_group_cols(what, q, m, n);
+  gptq_setup<Q> s;
+  s.g = detail::checked_group_cols(what, q, m, n);
   detail::require(opt.block >= 1, what, ": option 'block' must be >= 1, got ", opt.block);
   check_finite(what, "W", w);
   check_finite(what, "H", h);
-  const B be = detail::pin_threads(b);
-  const cpu_backend host = detail::host_backend(be);
 
-  matrix<T> W = as_eigen(w);
+  s.W = as_eigen(w);
   matrix<double> H = as_eigen(h).template cast<double>();
-  gptq_result<Q> res;
+  gptq_result<Q>& res = s.res;
   for (index i = 0; i < n; ++i)
     if (H(i, i) == 0) {
       res.dead.push_back(i);
       H(i, i) = 1;
-      W.col(i).setZero();
+      s.W.col(i).setZero();
     }
-  const bool lazy = !opt.static_groups && g != n;
-  std::vector<typename Q::params_type> params;
-  if (!lazy) params = detail::fit_groups(q, view(std::as_const(W)), g);  // static / per channel
+  s.lazy = !opt.static_groups && s.g != n;
+  if (!s.lazy) s.params = detail::fit_groups(q, view(std::as_const(s.W)), s.g);  // static / per channel
+  else s.params.resize(static_cast<std::size_t>(n / s.g));
 
   // act-order: permute W and H by descending diag(H) (stable, as torch.argsort on a CPU tensor
   // of distinct values; ties keep index order).
@@ -78,10 +93,10 @@ gptq_result<Q> gptq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
     matrix<T> Wp(m, n);
     matrix<double> Hp(n, n);
     for (index j = 0; j < n; ++j) {
-      Wp.col(j) = W.col(res.perm[j]);
+      Wp.col(j) = s.W.col(res.perm[j]);
       for (index i = 0; i < n; ++i) Hp(i, j) = H(res.perm[i], res.perm[j]);
     }
-    W.swap(Wp);
+    s.W.swap(Wp);
     H.swap(Hp);
   }
 
@@ -96,29 +111,71 @@ gptq_result<Q> gptq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
     res.damp = fac->damp;
     res.attempts = fac->attempts;
   }
-  const matrix<T> U = res.feedback ? matrix<T>(fac->U.template cast<T>()) : matrix<T>::Identity(n, n);
+  s.U = res.feedback ? matrix<T>(fac->U.template cast<T>()) : matrix<T>::Identity(n, n);
+  return s;
+}
+
+//! Moves the loop's results (permuted order) into the result, un-permuting them.
+template <Quantizer Q>
+gptq_result<Q> gptq_finish(gptq_setup<Q>&& s, matrix<scalar_of<Q>>&& Qm, matrix<typename Q::code_type>&& codes) {
+  gptq_result<Q> res = std::move(s.res);
+  const index m = Qm.rows(), n = Qm.cols();
+  res.params = std::move(s.params);
+  if (!res.perm.empty()) {
+    res.weights.resize(m, n);
+    res.codes.resize(m, n);
+    for (index j = 0; j < n; ++j) {
+      res.weights.col(res.perm[j]) = Qm.col(j);
+      res.codes.col(res.perm[j]) = codes.col(j);
+    }
+    if (s.lazy) {
+      res.group_index.resize(static_cast<std::size_t>(n));
+      for (index j = 0; j < n; ++j) res.group_index[static_cast<std::size_t>(res.perm[j])] = j / s.g;
+    }
+  } else {
+    res.weights = std::move(Qm);
+    res.codes = std::move(codes);
+  }
+  return res;
+}
+
+}  // namespace detail
+
+//! GPTQ on w (m x n) with the n x n Hessian h (e.g. X^T X; it need not be normalized).
+template <Backend B, Quantizer Q>
+  requires accessible_from<B, host_space>
+gptq_result<Q> gptq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
+                    matrix_view<const scalar_of<Q>> h, const gptq_options& opt = {}) {
+  using T = scalar_of<Q>;
+  using code_t = typename Q::code_type;
+  const index m = w.rows, n = w.cols;
+  const B be = detail::pin_threads(b);
+  const cpu_backend host = detail::host_backend(be);
+  auto s = detail::gptq_prepare("yaqa::gptq", be, q, w, h, opt);
+  matrix<T>& W = s.W;
+  const matrix<T>& U = s.U;
+  const index g = s.g;
 
   matrix<T> Qm(m, n);
   matrix<code_t> codes(m, n);
-  if (lazy) params.resize(static_cast<std::size_t>(n / g));
   const index rows = detail::round_up_to(detail::chunk_width(m), Q::unit_rows);
   const index nchunks = (m + rows - 1) / rows;
   std::vector<double> chunk_loss(static_cast<std::size_t>(nchunks), 0.0);
   matrix<T> err(m, std::min(opt.block, n));
   for (index i1 = 0; i1 < n; i1 += opt.block) {
     const index i2 = std::min(n, i1 + opt.block), count = i2 - i1;
-    if (lazy)  // groups starting in this block, fitted from the global W (reference quirk)
+    if (s.lazy)  // groups starting in this block, fitted from the global W (reference quirk)
       for (index c = (i1 + g - 1) / g * g; c < i2; c += g)
-        params[static_cast<std::size_t>(c / g)] = q.fit(view(std::as_const(W)).col_block(c, g));
+        s.params[static_cast<std::size_t>(c / g)] = q.fit(view(std::as_const(W)).col_block(c, g));
     detail::parallel_chunks(host, m, rows, [&](index r0, index h_rows) {
       matrix<T> w1 = W.block(r0, i1, h_rows, count);
       matrix<T> qc(h_rows, 1);
       double loss = 0;
       for (index i = 0; i < count; ++i) {
         const index col = i1 + i;
-        const index grp = (!lazy && opt.act_order) ? res.perm[col] / g : col / g;
         auto cv = view(codes).block(r0, col, h_rows, 1);
-        q.quantize(view(std::as_const(w1)).col_block(i, 1), params[static_cast<std::size_t>(grp)], r0, view(qc), cv);
+        q.quantize(view(std::as_const(w1)).col_block(i, 1), s.params[static_cast<std::size_t>(s.group_of(col))], r0,
+                   view(qc), cv);
         Qm.block(r0, col, h_rows, 1) = qc;
         const T d = U(col, col);
         const auto e = ((w1.col(i) - qc.col(0)) / d).eval();
@@ -132,26 +189,8 @@ gptq_result<Q> gptq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
       backend_ops<B>::template gemm<T>(be, trans::none, trans::none, T(-1), view(std::as_const(err)).col_block(0, count),
                                        view(U).block(i1, i2, count, n - i2), T(1), view(W).col_block(i2, n - i2));
   }
-  for (double l : chunk_loss) res.loss += l;
-
-  // un-permute
-  res.weights.resize(m, n);
-  res.codes.resize(m, n);
-  res.params = std::move(params);
-  if (opt.act_order) {
-    for (index j = 0; j < n; ++j) {
-      res.weights.col(res.perm[j]) = Qm.col(j);
-      res.codes.col(res.perm[j]) = codes.col(j);
-    }
-    if (lazy) {
-      res.group_index.resize(static_cast<std::size_t>(n));
-      for (index j = 0; j < n; ++j) res.group_index[static_cast<std::size_t>(res.perm[j])] = j / g;
-    }
-  } else {
-    res.weights = std::move(Qm);
-    res.codes = std::move(codes);
-  }
-  return res;
+  for (double l : chunk_loss) s.res.loss += l;
+  return detail::gptq_finish(std::move(s), std::move(Qm), std::move(codes));
 }
 
 template <Quantizer Q>

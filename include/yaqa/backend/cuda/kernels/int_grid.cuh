@@ -36,55 +36,21 @@ int_grid_device_params<T> upload_params(const cuda_backend& b,
                                         const std::vector<typename int_grid<T>::params_type>& p,
                                         index group_cols) {
   constexpr const char* what = "yaqa::cuda::upload_params";
-  yaqa::detail::require(!p.empty(), what, ": argument 'params' must hold at least one group");
   yaqa::detail::require(group_cols >= 1, what, ": argument 'group_cols' must be >= 1, got ", group_cols);
-  const index rows = p.front().rows(), groups = static_cast<index>(p.size());
-  std::vector<T> sc(static_cast<std::size_t>(rows * groups)), ze(sc.size());
-  for (index g = 0; g < groups; ++g) {
-    const auto& pg = p[static_cast<std::size_t>(g)];
-    yaqa::detail::require<shape_error>(pg.rows() == rows && static_cast<index>(pg.zero.size()) == rows,
-                                       what, ": group ", g, " has ", pg.rows(), " scales and ",
-                                       pg.zero.size(), " zeros; expected ", rows, " of each (group 0)");
-    std::copy(pg.scale.begin(), pg.scale.end(), sc.begin() + g * rows);
-    std::copy(pg.zero.begin(), pg.zero.end(), ze.begin() + g * rows);
-  }
-  int_grid_device_params<T> d{device_buffer<T>(b, rows * groups), device_buffer<T>(b, rows * groups),
-                              rows, groups, group_cols};
-  copy_to_device(b, sc.data(), d.scale.data(), rows * groups);
-  copy_to_device(b, ze.data(), d.zero.data(), rows * groups);
+  const auto h = detail::pack_grid_params<T>(p, what);
+  int_grid_device_params<T> d{device_buffer<T>(b, h.rows * h.groups), device_buffer<T>(b, h.rows * h.groups),
+                              h.rows, h.groups, group_cols};
+  copy_to_device(b, h.scale.data(), d.scale.data(), h.rows * h.groups);
+  copy_to_device(b, h.zero.data(), d.zero.data(), h.rows * h.groups);
   return d;
 }
 
 namespace detail {
 
-//! What a kernel needs of the grid: raw parameter pointers plus maxq.
-template <class T>
-struct grid_args {
-  const T* scale;
-  const T* zero;
-  index rows;        // rows of the layer (stride between groups)
-  index group_cols;
-  T maxq;
-};
-
+//! The kernel arguments of a grid (grid_args and grid_quantize: device_math.hpp).
 template <class T>
 grid_args<T> make_grid_args(const int_grid<T>& q, const int_grid_device_params<T>& p) {
-  return {p.scale.data(), p.zero.data(), p.rows, p.group_cols,
-          static_cast<T>((1 << q.options().bits) - 1)};  // the same maxq as int_grid's constructor
-}
-
-//! One element of int_grid::quantize: returns recon, writes the code; ok = target was finite.
-template <class T>
-__device__ inline T grid_quantize(const grid_args<T>& g, T x, index row, index col, std::uint8_t& code,
-                                  bool& ok) {
-  const index k = (col / g.group_cols) * g.rows + row;
-  const T sc = g.scale[k], ze = g.zero[k];
-  T q = round_even(div_rn(x, sc)) + ze;
-  q = q < T(0) ? T(0) : q;          // std::max(q, 0)
-  q = g.maxq < q ? g.maxq : q;      // std::min(q, maxq)
-  ok = finite(x);
-  code = static_cast<std::uint8_t>(ok ? static_cast<int>(q) : 0);  // never convert NaN
-  return mul_rn(sc, q - ze);
+  return {p.scale.data(), p.zero.data(), p.rows, p.group_cols, grid_maxq(q)};
 }
 
 template <class T>

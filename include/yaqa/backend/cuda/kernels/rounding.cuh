@@ -1,24 +1,13 @@
 #pragma once
 //! \file
 //! YAQA two-sided rounding (and one-sided LDLQ, its H_out = I case) with the int_grid quantizer on
-//! the device, in the efficient wavefront ordering of rounding/sweep.hpp (detail::wavefront):
-//!
-//!   tiles (a, k) of td_x x td_y with d = (M-1-a) + (N-1-k) equal are independent; for
-//!   d = 0 .. M+N-2 (M+N-1 steps), every tile of the anti-diagonal d at once:
-//!     R[a,k] = L_out[rows below a, a]^T E[rows below a, k]             (batched GEMM 1)
-//!     F[a,k] = E'[a, cols right of k] L_in[cols right of k, k]          (batched GEMM 2)
-//!     target = (W[a,k] + R) + F,  What[a,k] = Q(target)                  (one kernel)
-//!     E[a,k] = W - What,  E'[a,k] = (W + R) - What
-//!
-//! with E = W - What and E' = W' - What (W' = W + output correction), both zero on tiles not yet
-//! rounded. That zero lets all GEMMs of a step share one inner dimension: the strip of tile (a, k)
-//! may start at the first row (column) any tile of the step needs; the extra rows multiply tiles
-//! of E (E') that are still zero, i.e. add exact zeros. This is why L_in and L_out must be finite
-//! everywhere, upper parts included (the host entry points check; block_ldl's L is).
+//! the device, in the efficient wavefront ordering. The algorithm (steps, strips, pointers, the
+//! element update) is in rounding_plan.hpp, shared with a CPU test that runs it on the host; this
+//! file holds the kernels around it and the cuBLAS calls.
 //!
 //! Per step: one pointer-filling kernel, at most two cublas<t>gemmBatched calls, one quantize
 //! kernel; 4 (M+N-1) launches per layer. The arithmetic of the quantize step is the CPU's
-//! (int_grid.cuh); the GEMM sums are cuBLAS's, so codes can differ from the CPU where a target
+//! (device_math.hpp); the GEMM sums are cuBLAS's, so codes can differ from the CPU where a target
 //! lies within rounding error of a decision boundary.
 #if !defined(__CUDACC__)
 #error "yaqa/backend/cuda/kernels/rounding.cuh contains CUDA kernels: include <yaqa/cuda.hpp> from a .cu file"
@@ -31,6 +20,7 @@
 
 #include <yaqa/backend/cuda/kernels/common.cuh>
 #include <yaqa/backend/cuda/kernels/int_grid.cuh>
+#include <yaqa/backend/cuda/kernels/rounding_plan.hpp>
 #include <yaqa/backend/cuda/memory.hpp>
 #include <yaqa/backend/cuda/ops.hpp>
 #include <yaqa/rounding/ldlq.hpp>
@@ -39,73 +29,20 @@
 namespace yaqa::cuda {
 namespace detail {
 
-//! Geometry of one anti-diagonal step (host-computed, passed by value to the kernels).
-struct wave_step {
-  index d;       // step number
-  index a_lo;    // first tile row of the step (tile t has a = a_lo + t, k = k_of(a))
-  index nt;      // tiles in the step
-  index M, N;    // tiles per column / row of the layer
-  index tdx, tdy;
-  index rs;      // first row of the output-feedback strips (K_out = m - rs)
-  index cs;      // first column of the input-feedback strips (K_in = n - cs)
-  __host__ __device__ index k_of(index a) const { return (N - 1 - d) + (M - 1 - a); }
-};
-
-template <class T>
-struct wave_buffers {
-  const T* w; index ldw;
-  const T* lin; index ldli;
-  const T* lout; index ldlo;  // nullptr: one-sided
-  T* e; index lde;            // W - What (two-sided only)
-  T* ep; index ldep;          // W' - What
-  T* what; index ldwh;
-  std::uint8_t* codes; index ldc;
-  T* r;                       // nt tiles of td_x x td_y (GEMM 1 results), contiguous
-  T* f;                       // nt tiles (GEMM 2 results)
-};
-
-//! Pointer arrays of the two batched GEMMs: ptrs = [A_out | B_out | A_in | B_in], each `cap`
-//! entries; cptrs = [C_out | C_in].
 template <class T>
 __global__ void wave_pointers_kernel(wave_step s, wave_buffers<T> bf, index cap, const T** ptrs,
                                      T** cptrs) {
   for (index t = index(blockIdx.x) * blockDim.x + threadIdx.x; t < s.nt;
-       t += index(gridDim.x) * blockDim.x) {
-    const index a = s.a_lo + t, k = s.k_of(a);
-    const index a0 = a * s.tdx, k0 = k * s.tdy, tile = s.tdx * s.tdy;
-    if (bf.lout) {
-      ptrs[t] = bf.lout + s.rs + a0 * bf.ldlo;        // K_out x td_x, used transposed
-      ptrs[cap + t] = bf.e + s.rs + k0 * bf.lde;      // K_out x td_y
-      cptrs[t] = bf.r + t * tile;
-    }
-    ptrs[2 * cap + t] = bf.ep + a0 + s.cs * bf.ldep;  // td_x x K_in
-    ptrs[3 * cap + t] = bf.lin + s.cs + k0 * bf.ldli; // K_in x td_y
-    cptrs[cap + t] = bf.f + t * tile;
-  }
+       t += index(gridDim.x) * blockDim.x)
+    wave_tile_pointers(s, bf, cap, t, ptrs, cptrs);
 }
 
-//! Quantizes every tile of the step and records What, codes, E and E'.
 template <class T>
-__global__ void wave_quantize_kernel(wave_step s, wave_buffers<T> bf, grid_args<T> g, bool use_r,
-                                     bool use_f, int* bad) {
-  const index tile = s.tdx * s.tdy, total = s.nt * tile;
+__global__ void wave_quantize_kernel(wave_step s, wave_buffers<T> bf, grid_args<T> g, int* bad) {
+  const index total = s.nt * s.tdx * s.tdy;
   for (index e = index(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
-       e += index(gridDim.x) * blockDim.x) {
-    const index t = e / tile, rem = e % tile, i = rem % s.tdx, j = rem / s.tdx;
-    const index a = s.a_lo + t, k = s.k_of(a);
-    const index row = a * s.tdx + i, col = k * s.tdy + j;
-    const T x = bf.w[row + col * bf.ldw];
-    const T base = use_r ? add_rn(x, bf.r[e]) : x;      // W + R (CPU: W + rr)
-    const T target = use_f ? add_rn(base, bf.f[e]) : base;  // + E' L_in strip
-    bool ok = true;
-    std::uint8_t c = 0;
-    const T recon = grid_quantize(g, target, row, col, c, ok);
-    bf.what[row + col * bf.ldwh] = recon;
-    bf.codes[row + col * bf.ldc] = c;
-    if (bf.lout) bf.e[row + col * bf.lde] = sub_rn(x, recon);
-    bf.ep[row + col * bf.ldep] = sub_rn(base, recon);
-    if (!ok) *bad = 1;
-  }
+       e += index(gridDim.x) * blockDim.x)
+    if (!wave_quantize_element(s, bf, g, e)) *bad = 1;
 }
 
 template <class T>
@@ -121,6 +58,34 @@ void gemm_batched(const cuda_backend& b, cublasOperation_t ta, int m, int n, int
                              count),
           what);
 }
+
+//! run_wavefront's executor on the device: kernels and cuBLAS on the backend's stream.
+template <class T>
+struct wave_device_exec {
+  const cuda_backend& b;
+  const wave_geometry& geo;
+  const wave_buffers<T>& bf;
+  grid_args<T> g;
+  const T** ptrs;
+  T** cptrs;
+  int* bad;
+  const char* what;
+
+  void pointers(const wave_step& s) {
+    wave_pointers_kernel<T><<<blocks_for(s.nt), threads_per_block, 0, b.stream()>>>(s, bf, geo.cap, ptrs, cptrs);
+    check_launch(what);
+  }
+  void gemm(const batched_gemm_call& c) {
+    gemm_batched<T>(b, c.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, to_int(c.m, what, "td_x"), to_int(c.n, what, "td_y"),
+                    to_int(c.k, what, "strip"), ptrs + c.a_slot, to_int(c.lda, what, "lda"), ptrs + c.b_slot,
+                    to_int(c.ldb, what, "ldb"), cptrs + c.c_slot, to_int(c.ldc, what, "ldc"),
+                    to_int(c.count, what, "tiles per step"), what);
+  }
+  void quantize(const wave_step& s) {
+    wave_quantize_kernel<T><<<blocks_for(s.nt * geo.tile), threads_per_block, 0, b.stream()>>>(s, bf, g, bad);
+    check_launch(what);
+  }
+};
 
 }  // namespace detail
 
@@ -149,9 +114,8 @@ void yaqa_round_device(const cuda_backend& b, const int_grid<T>& q, const int_gr
                                      ": the parameters cover ", p.rows, " rows and ",
                                      p.groups * p.group_cols, " columns; expected ", m, "x", n);
   if (m == 0 || n == 0) return;
-  using detail::to_int;
-  const index M = m / tdx, N = n / tdy, cap = std::min(M, N), tile = tdx * tdy;
-  const int itdx = to_int(tdx, what, "td_x"), itdy = to_int(tdy, what, "td_y");
+  const detail::wave_geometry geo = detail::make_wave_geometry(m, n, tdx, tdy, two);
+  const index cap = geo.cap, tile = geo.tile;
 
   device_matrix<T> e(b, two ? m : 0, two ? n : 0), ep(b, m, n);
   e.zero();
@@ -166,39 +130,8 @@ void yaqa_round_device(const cuda_backend& b, const int_grid<T>& q, const int_gr
                                    two ? l_out.ld : 1,       e.data(),  m,         ep.data(),
                                    m,         w_hat.data,    w_hat.ld,  codes.data, codes.ld,
                                    r.data(),  f.data()};
-  const detail::grid_args<T> g = detail::make_grid_args(q, p);
-  const int ldw_l = to_int(std::max<index>(l_out.ld, 1), what, "ld of L_out");
-  const int ld_e = to_int(m, what, "m"), ld_li = to_int(l_in.ld, what, "ld of L_in");
-
-  for (index d = 0; d <= M + N - 2; ++d) {
-    detail::wave_step s{};
-    s.d = d;
-    s.M = M;
-    s.N = N;
-    s.tdx = tdx;
-    s.tdy = tdy;
-    s.a_lo = std::max<index>(0, M - 1 - d);
-    const index a_hi = std::min<index>(M - 1, M + N - 2 - d);
-    s.nt = a_hi - s.a_lo + 1;
-    s.rs = (s.a_lo + 1) * tdx;            // rows below the highest tile of the step
-    s.cs = (s.k_of(a_hi) + 1) * tdy;      // columns right of the leftmost tile of the step
-    const index k_out = m - s.rs, k_in = n - s.cs;
-    const bool use_r = two && k_out > 0, use_f = k_in > 0;
-    const int nt = to_int(s.nt, what, "tiles per step");
-
-    detail::wave_pointers_kernel<T><<<detail::blocks_for(s.nt), detail::threads_per_block, 0, b.stream()>>>(
-        s, bf, cap, ptrs.data(), cptrs.data());
-    detail::check_launch(what);
-    if (use_r)  // R = L_out(rs:m, a)^T E(rs:m, k)
-      detail::gemm_batched<T>(b, CUBLAS_OP_T, itdx, itdy, to_int(k_out, what, "K_out"), ptrs.data(), ldw_l,
-                              ptrs.data() + cap, ld_e, cptrs.data(), itdx, nt, what);
-    if (use_f)  // F = E'(a, cs:n) L_in(cs:n, k)
-      detail::gemm_batched<T>(b, CUBLAS_OP_N, itdx, itdy, to_int(k_in, what, "K_in"), ptrs.data() + 2 * cap,
-                              ld_e, ptrs.data() + 3 * cap, ld_li, cptrs.data() + cap, itdx, nt, what);
-    detail::wave_quantize_kernel<T><<<detail::blocks_for(s.nt * tile), detail::threads_per_block, 0, b.stream()>>>(
-        s, bf, g, use_r, use_f, bad.data());
-    detail::check_launch(what);
-  }
+  detail::wave_device_exec<T> ex{b, geo, bf, detail::make_grid_args(q, p), ptrs.data(), cptrs.data(), bad.data(), what};
+  detail::run_wavefront(geo, bf, ex);
   int h_bad = 0;
   copy_to_host(b, bad.data(), &h_bad, 1);  // synchronizes
   yaqa::detail::require<non_finite_error>(h_bad == 0, what,
