@@ -386,11 +386,7 @@ inline run_summary run(const options& o, std::ostream& log) {
     try {
       const matrix<float> w = to_matrix<float>(wt);
       const index m = w.rows(), n = w.cols();
-      for (index j = 0; j < n; ++j)
-        for (index i = 0; i < m; ++i)
-          if (!std::isfinite(w(i, j)))
-            throw non_finite_error(yaqa::detail::concat(yaqa::detail::describe(wt), " holds a non-finite value (",
-                                                        w(i, j), " at [", i, ", ", j, "]); expected finite weights"));
+      yaqa::detail::check_finite(wt, w, "finite weights");
       const matrix<float> h_in = to_symmetric_matrix<float>(*pl.hessians.h_in, n);
       const matrix<float> h_out = pl.hessians.h_out ? to_symmetric_matrix<float>(*pl.hessians.h_out, m) : matrix<float>();
 

@@ -3,6 +3,7 @@
 //! Bridges between Eigen dense objects and matrix_view (host memory only).
 #include <cmath>
 #include <type_traits>
+#include <utility>
 
 #include <Eigen/Core>
 
@@ -44,15 +45,23 @@ auto view(const Eigen::Map<T, O, S>& m) {
   return matrix_view<E>{m.data(), m.rows(), m.cols(), m.outerStride()};
 }
 
+//! Row and column of the first NaN/Inf of v in column-major order; {-1, -1} when all are finite.
+template <class T>
+std::pair<index, index> first_non_finite(const matrix_view<T, host_space>& v) {
+  for (index j = 0; j < v.cols; ++j)
+    for (index i = 0; i < v.rows; ++i)
+      if (!std::isfinite(v(i, j))) return {i, j};
+  return {-1, -1};
+}
+
 //! Throws non_finite_error naming `name` and the first offending element when v has NaN/Inf.
 template <class T>
 void check_finite(const char* what, const char* name, const matrix_view<T, host_space>& v) {
-  for (index j = 0; j < v.cols; ++j)
-    for (index i = 0; i < v.rows; ++i)
-      if (!std::isfinite(v(i, j)))
-        throw non_finite_error(detail::concat(what, ": argument '", name, "' contains ",
-                                              std::isnan(v(i, j)) ? "NaN" : "Inf", " at (", i,
-                                              ", ", j, "); expected finite values"));
+  const auto [i, j] = first_non_finite(v);
+  if (i >= 0)
+    throw non_finite_error(detail::concat(what, ": argument '", name, "' contains ",
+                                          std::isnan(v(i, j)) ? "NaN" : "Inf", " at (", i, ", ", j,
+                                          "); expected finite values"));
 }
 
 }  // namespace yaqa

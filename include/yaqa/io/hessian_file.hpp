@@ -155,14 +155,7 @@ matrix<T> to_symmetric_matrix(const tensor_view& t, index n,
     for (index i = 0, k = 0; i < n; ++i)
       for (index j = 0; j <= i; ++j, ++k) a(i, j) = a(j, i) = v[k];
   }
-  if (!a.allFinite()) {
-    index bi = 0, bj = 0;
-    for (index j = 0; j < n; ++j)
-      for (index i = 0; i < n; ++i)
-        if (!std::isfinite(a(i, j))) bi = i, bj = j, j = n, i = n;
-    throw non_finite_error(detail::concat(what, ": ", detail::describe(t), " holds a non-finite value (",
-                                          a(bi, bj), " at [", bi, ", ", bj, "]); expected finite values"));
-  }
+  detail::check_finite(t, a, "finite values", detail::concat(what, ": "));
   if (is_full) {
     const double max_abs = a.cwiseAbs().maxCoeff();
     const matrix<T> asym = a - a.transpose();

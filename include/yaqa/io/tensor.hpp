@@ -72,6 +72,18 @@ inline std::string describe(const tensor_view& t) {
   return s;
 }
 
+//! Throws non_finite_error naming the tensor (and its file) and the first NaN/Inf of `a`, the
+//! matrix read from it: "<prefix>tensor 'w' in 'f' holds a non-finite value (nan at [i, j]);
+//! expected <expected>".
+template <class T>
+void check_finite(const tensor_view& t, const matrix<T>& a, std::string_view expected = "finite values",
+                  std::string_view prefix = {}) {
+  const auto [i, j] = first_non_finite(matrix_view<const T>{a.data(), a.rows(), a.cols(), a.rows() > 0 ? a.rows() : 1});
+  if (i >= 0)
+    throw non_finite_error(detail::concat(prefix, describe(t), " holds a non-finite value (", a(i, j), " at [", i,
+                                          ", ", j, "]); expected ", expected));
+}
+
 //! Product of the dimensions times elem_size, or nullopt when a dimension is negative or the
 //! byte count does not fit in index (the reader's overflow guard).
 inline std::optional<index> checked_nbytes(std::span<const index> shape, index elem_size) {
