@@ -3,6 +3,7 @@
 // of the 256-thread blocks, and the layers have tile counts that are not powers of two.
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 
@@ -140,7 +141,7 @@ TEMPLATE_TEST_CASE("cuda YAQA rounding (wavefront) matches the CPU result", "[cu
     o.tile_rows = c.tdx;
     o.tile_cols = c.tdy;
     const auto cpu = yaqa_round(q, view(p.w), view(p.l_in), view(p.l_out), o);
-    const auto gpu = cuda::yaqa_round<T>(b, q, view(p.w), view(p.l_in), view(p.l_out), o);
+    const auto gpu = cuda::yaqa_round(b, q, view(p.w), view(p.l_in), view(p.l_out), o);
     INFO("m=" << c.m << " n=" << c.n << " tile " << c.tdx << "x" << c.tdy << " group " << c.group);
     REQUIRE(gpu.weights.rows() == c.m);
     REQUIRE(gpu.codes.cols() == c.n);
@@ -166,11 +167,11 @@ TEMPLATE_TEST_CASE("cuda LDLQ and one-sided YAQA match the CPU LDLQ", "[cuda][ro
   const auto p = make_layer<T>(m, n, 8, block, 300);
   const int_grid<T> q({.bits = 4, .sym = true, .group_size = 0});
   const auto cpu = ldlq(q, view(p.w), view(p.l_in), block);
-  const auto gpu = cuda::ldlq<T>(b, q, view(p.w), view(p.l_in), block);
+  const auto gpu = cuda::ldlq(b, q, view(p.w), view(p.l_in), block);
   yaqa_options o;
   o.tile_rows = 8;
   o.tile_cols = block;
-  const auto one_sided = cuda::yaqa_round<T>(b, q, view(p.w), view(p.l_in), matrix_view<const T>{}, o);
+  const auto one_sided = cuda::yaqa_round(b, q, view(p.w), view(p.l_in), matrix_view<const T>{}, o);
   const double pc = proxy_of(p, cpu.weights, false);
   for (const auto* g : {&gpu, &one_sided}) {
     const double mis = test::mismatch_fraction(g->codes, cpu.codes);
@@ -188,11 +189,11 @@ TEST_CASE("cuda YAQA rounding validates its inputs on the host", "[cuda][roundin
   yaqa_options o;
   o.tile_rows = 16;
   o.tile_cols = 10;  // does not divide 48
-  CHECK_THROWS_AS(cuda::yaqa_round<float>(b, q, view(p.w), view(p.l_in), view(p.l_out), o), shape_error);
+  CHECK_THROWS_AS(cuda::yaqa_round(b, q, view(p.w), view(p.l_in), view(p.l_out), o), shape_error);
   matrix<float> w = p.w;
   w(1, 2) = std::numeric_limits<float>::quiet_NaN();
-  CHECK_THROWS_AS(cuda::yaqa_round<float>(b, q, view(w), view(p.l_in), view(p.l_out)), non_finite_error);
-  CHECK_THROWS_AS(cuda::yaqa_round<float>(b, q, view(p.w), view(p.l_out), view(p.l_out)), shape_error);
+  CHECK_THROWS_AS(cuda::yaqa_round(b, q, view(w), view(p.l_in), view(p.l_out)), non_finite_error);
+  CHECK_THROWS_AS(cuda::yaqa_round(b, q, view(p.w), view(p.l_out), view(p.l_out)), shape_error);
 }
 
 TEMPLATE_TEST_CASE("cuda GPTQ matches the CPU gptq", "[cuda][rounding][gptq]", float, double) {
@@ -242,4 +243,36 @@ TEMPLATE_TEST_CASE("cuda GPTQ matches the CPU gptq", "[cuda][rounding][gptq]", f
   matrix<T> bad = w;
   bad(3, 4) = std::numeric_limits<T>::infinity();
   CHECK_THROWS_AS(cuda::gptq<T>(b, int_grid<T>(), view(bad), view(h)), non_finite_error);
+}
+
+TEMPLATE_TEST_CASE("cuda YAQA and LDLQ with the E8P quantizer match the CPU", "[cuda][rounding][e8p]", float, double) {
+  using T = TestType;
+  const auto& b = test::gpu();
+  const e8p<T> q;
+  for (auto [m, n, tdx, tdy] : {std::array<yaqa::index, 4>{48, 80, 8, 16}, {40, 72, 8, 8}}) {
+    const auto p = make_layer<T>(m, n, tdx, tdy, 700 + std::uint64_t(n));
+    yaqa_options o;
+    o.tile_rows = tdx;
+    o.tile_cols = tdy;
+    const auto cpu = yaqa_round(q, view(p.w), view(p.l_in), view(p.l_out), o);
+    const auto gpu = cuda::yaqa_round(b, q, view(p.w), view(p.l_in), view(p.l_out), o);
+    INFO("m=" << m << " n=" << n << " tile " << tdx << "x" << tdy);
+    REQUIRE(gpu.codes.rows() == m);
+    REQUIRE(gpu.codes.cols() == n / 8);
+    const double mis = test::mismatch_fraction(gpu.codes, cpu.codes);
+    const double pc = proxy_of(p, cpu.weights, true), pg = proxy_of(p, gpu.weights, true);
+    INFO("code mismatch " << mis << ", proxy cpu " << pc << " gpu " << pg);
+    CHECK(mis <= 0.02);
+    CHECK(std::abs(pg - pc) <= 0.02 * pc);
+    CHECK(q.reconstruct(view(gpu.codes), gpu.params[0], 0) == gpu.weights);
+    const auto lc = ldlq(q, view(p.w), view(p.l_in), tdy);
+    const auto lg = cuda::ldlq(b, q, view(p.w), view(p.l_in), tdy);
+    CHECK(test::mismatch_fraction(lg.codes, lc.codes) <= 0.02);
+  }
+  // the tile width must hold whole 1 x 8 units
+  const auto p = make_layer<float>(16, 32, 8, 4, 710);
+  yaqa_options o;
+  o.tile_rows = 8;
+  o.tile_cols = 4;
+  CHECK_THROWS_AS(cuda::yaqa_round(b, e8p<float>(), view(p.w), view(p.l_in), view(p.l_out), o), yaqa::error);
 }

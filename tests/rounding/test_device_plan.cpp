@@ -7,7 +7,10 @@
 // tests/cuda checks the rest on a GPU.
 #include <catch2/catch.hpp>
 
+#include <array>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -15,6 +18,7 @@
 #include <support/approx.hpp>
 #include <support/generators.hpp>
 #include <yaqa/backend/cuda/kernels/rounding_plan.hpp>
+#include <yaqa/quantizers/e8p.hpp>
 #include <yaqa/rounding/gptq.hpp>
 #include <yaqa/rounding/ldlq.hpp>
 #include <yaqa/rounding/proxy.hpp>
@@ -65,11 +69,11 @@ void host_gemm_batched(const cd::batched_gemm_call& c, const T* const* ptrs, T* 
   }
 }
 
-template <class T>
+template <class T, class DQ>
 struct host_wave_exec {
   const cd::wave_geometry& geo;
-  const cd::wave_buffers<T>& bf;
-  cd::grid_args<T> g;
+  const cd::wave_buffers<T, typename DQ::code_type>& bf;
+  DQ dq;
   const arena<T>& mem;
   std::vector<const T*> ptrs;
   std::vector<T*> cptrs;
@@ -86,8 +90,8 @@ struct host_wave_exec {
     host_gemm_batched(c, ptrs.data(), cptrs.data(), mem, out_of_bounds);
   }
   void quantize(const cd::wave_step& s) {
-    for (yaqa::index e = 0; e < s.nt * geo.tile; ++e)
-      if (!cd::wave_quantize_element(s, bf, g, e)) ++bad;
+    for (yaqa::index u = 0; u < s.nt * geo.tile / DQ::unit; ++u)
+      if (!cd::wave_quantize_unit(s, bf, dq, u)) ++bad;
   }
 };
 
@@ -95,24 +99,46 @@ struct wave_stats {
   int steps, gemms, out_of_bounds, bad;
 };
 
-//! cuda::yaqa_round's host part, with the device loop emulated on the host.
+//! The unit policy of a quantizer over host memory (what device_quantizer<Q> holds on the device).
+template <class Q>
+struct host_unit;
 template <class T>
-rounded<int_grid<T>> emulated_yaqa_round(const int_grid<T>& q, const matrix<T>& w, const matrix<T>& l_in,
-                                         const matrix<T>* l_out, yaqa::index tdx, yaqa::index tdy, wave_stats& st) {
+struct host_unit<int_grid<T>> {
+  cd::packed_grid_params<T> packed;
+  T maxq;
+  yaqa::index g;
+  host_unit(const int_grid<T>& q, const std::vector<typename int_grid<T>::params_type>& p, yaqa::index gc)
+      : packed(cd::pack_grid_params<T>(p, "emulated")), maxq(cd::grid_maxq(q)), g(gc) {}
+  [[nodiscard]] cd::grid_unit<T> unit() const { return {{packed.scale.data(), packed.zero.data(), packed.rows, g, maxq}}; }
+};
+template <class T>
+struct host_unit<e8p<T>> {
+  std::vector<T> scale;
+  yaqa::index g;
+  host_unit(const e8p<T>&, const std::vector<typename e8p<T>::params_type>& p, yaqa::index gc) : g(gc) {
+    for (const auto& x : p) scale.push_back(x.scale);
+  }
+  [[nodiscard]] cd::e8p_unit<T> unit() const { return {cd::e8p_host_table(), scale.data(), g}; }
+};
+
+//! cuda::yaqa_round's host part, with the device loop emulated on the host.
+template <class Q>
+rounded<Q> emulated_yaqa_round(const Q& q, const matrix<scalar_of<Q>>& w, const matrix<scalar_of<Q>>& l_in,
+                               const matrix<scalar_of<Q>>* l_out, yaqa::index tdx, yaqa::index tdy, wave_stats& st) {
+  using T = scalar_of<Q>;
+  using DQ = decltype(std::declval<host_unit<Q>>().unit());
   const yaqa::index m = w.rows(), n = w.cols();
   const bool two = l_out != nullptr;
   const yaqa::index g = yaqa::detail::checked_group_cols("emulated", q, m, n);
-  auto r = yaqa::detail::make_rounded<int_grid<T>>(m, n);
+  auto r = yaqa::detail::make_rounded<Q>(m, n);
   r.params = yaqa::detail::fit_groups(q, view(w), g);
-  const auto packed = cd::pack_grid_params<T>(r.params, "emulated");
-  const cd::grid_args<T> ga{packed.scale.data(), packed.zero.data(), packed.rows, g, cd::grid_maxq(q)};
+  const host_unit<Q> hu(q, r.params, g);
   const cd::wave_geometry geo = cd::make_wave_geometry(m, n, tdx, tdy, two);
   matrix<T> e = matrix<T>::Zero(two ? m : 0, two ? n : 0), ep = matrix<T>::Zero(m, n);
   std::vector<T> rr(static_cast<std::size_t>(geo.cap * geo.tile)), ff(rr.size());
-  const cd::wave_buffers<T> bf{w.data(),  m,       l_in.data(),    n,        two ? l_out->data() : nullptr,
-                               two ? m : 1, e.data(), m,           ep.data(), m,
-                               r.weights.data(), m, r.codes.data(), m,      rr.data(),
-                               ff.data()};
+  const cd::wave_buffers<T, typename Q::code_type> bf{
+      w.data(), m,        l_in.data(),      n, two ? l_out->data() : nullptr, two ? m : 1, e.data(), m,
+      ep.data(), m,       r.weights.data(), m, r.codes.data(),                m,           rr.data(), ff.data()};
   arena<T> mem;
   mem.add(l_in.data(), n * n);
   if (two) mem.add(l_out->data(), m * m);
@@ -120,8 +146,8 @@ rounded<int_grid<T>> emulated_yaqa_round(const int_grid<T>& q, const matrix<T>& 
   mem.add(ep.data(), ep.size());
   mem.add(rr.data(), static_cast<yaqa::index>(rr.size()));
   mem.add(ff.data(), static_cast<yaqa::index>(ff.size()));
-  host_wave_exec<T> ex{geo, bf, ga, mem, std::vector<const T*>(static_cast<std::size_t>(4 * geo.cap)),
-                       std::vector<T*>(static_cast<std::size_t>(2 * geo.cap))};
+  host_wave_exec<T, DQ> ex{geo, bf, hu.unit(), mem, std::vector<const T*>(static_cast<std::size_t>(4 * geo.cap)),
+                           std::vector<T*>(static_cast<std::size_t>(2 * geo.cap))};
   cd::run_wavefront(geo, bf, ex);
   st = {ex.steps, ex.gemms, ex.out_of_bounds, ex.bad};
   return r;
@@ -272,12 +298,85 @@ TEMPLATE_TEST_CASE("device one-sided wavefront (LDLQ), run on the host, matches 
   wave_stats st{};
   // cuda::ldlq's tiling: one tile row (m x block); also 8-row tiles, which must give the same
   for (yaqa::index tdx : {m, yaqa::index(8)}) {
-    const auto dev = emulated_yaqa_round<T>(q, p.w, p.l_in, nullptr, tdx, block, st);
+    const auto dev = emulated_yaqa_round(q, p.w, p.l_in, nullptr, tdx, block, st);
     CHECK(st.out_of_bounds == 0);
     CHECK(st.steps == m / tdx + n / block - 1);
     const double mis = test::mismatch_fraction(dev.codes, cpu.codes);
     INFO("tile rows " << tdx << ", code mismatch " << mis);
     CHECK(mis <= 0.005);
+  }
+}
+
+TEMPLATE_TEST_CASE("device E8P unit equals e8p::quantize", "[device_plan][e8p]", float, double) {
+  using T = TestType;
+  const yaqa::index m = 29, n = 64;
+  const e8p<T> q;
+  const matrix<T> w = test::random_weights<T>(m, n, 21);
+  const auto p = q.fit(view(w));
+  // targets at several scales, including ones far outside the codebook
+  matrix<T> target = test::random_weights<T>(m, n, 22);
+  target.topRows(5) *= T(20);
+  matrix<T> recon(m, n);
+  matrix<std::uint16_t> codes(m, n / 8);
+  q.quantize(view(target), p, 0, view(recon), view(codes));
+  const T scale[1] = {p.scale};
+  const cd::e8p_unit<T> u{cd::e8p_host_table(), scale, n};
+  yaqa::index code_mismatch = 0, recon_mismatch = 0;
+  for (yaqa::index i = 0; i < m; ++i)
+    for (yaqa::index g = 0; g < n / 8; ++g) {
+      T x[8], r[8];
+      for (int t = 0; t < 8; ++t) x[t] = target(i, 8 * g + t);
+      std::uint16_t c = 0;
+      CHECK(u(x, r, i, 8 * g, c));
+      code_mismatch += c != codes(i, g);
+      for (int t = 0; t < 8; ++t) recon_mismatch += c == codes(i, g) && r[t] != recon(i, 8 * g + t);
+      // the scan's codeword is never farther than the CPU's (both exact up to rounding)
+      double dd = 0, dc = 0;
+      for (int t = 0; t < 8; ++t) {
+        dd += std::pow(double(x[t]) - double(r[t]), 2);
+        dc += std::pow(double(x[t]) - double(recon(i, 8 * g + t)), 2);
+      }
+      CHECK(dd <= dc * (1 + 1e-5) + 1e-12);
+    }
+  INFO("code mismatches " << code_mismatch << " of " << m * n / 8);
+  CHECK(code_mismatch <= m * n / 8 / 100);
+  CHECK(recon_mismatch == 0);
+  // a non-finite target: false and code 0
+  T x[8] = {0, 0, std::numeric_limits<T>::infinity(), 0, 0, 0, 0, 0}, r[8];
+  std::uint16_t c = 7;
+  CHECK_FALSE(u(x, r, 0, 0, c));
+  CHECK(c == 0);
+}
+
+TEMPLATE_TEST_CASE("device wavefront with E8P, run on the host, matches yaqa_round and ldlq", "[device_plan][e8p]",
+                   float, double) {
+  using T = TestType;
+  const e8p<T> q;
+  for (auto [m, n, tdx, tdy] : {std::array<yaqa::index, 4>{48, 80, 8, 16}, {40, 72, 8, 8}}) {
+    const auto p = make_layer<T>(m, n, tdx, tdy, 700 + std::uint64_t(n));
+    yaqa_options o;
+    o.tile_rows = tdx;
+    o.tile_cols = tdy;
+    const auto cpu = yaqa_round(q, view(p.w), view(p.l_in), view(p.l_out), o);
+    wave_stats st{};
+    const auto dev = emulated_yaqa_round(q, p.w, p.l_in, &p.l_out, tdx, tdy, st);
+    INFO("m=" << m << " n=" << n << " tile " << tdx << "x" << tdy);
+    CHECK(st.out_of_bounds == 0);
+    CHECK(st.steps == m / tdx + n / tdy - 1);
+    REQUIRE(dev.codes.rows() == m);
+    REQUIRE(dev.codes.cols() == n / 8);
+    const double mis = test::mismatch_fraction(dev.codes, cpu.codes);
+    const double pc = kronecker_proxy(view(matrix<T>(p.w - cpu.weights)), view(p.h_in), view(p.h_out));
+    const double pd = kronecker_proxy(view(matrix<T>(p.w - dev.weights)), view(p.h_in), view(p.h_out));
+    INFO("code mismatch " << mis << ", proxy cpu " << pc << " device plan " << pd);
+    CHECK(mis <= 0.02);
+    CHECK(std::abs(pd - pc) <= 0.02 * pc);
+    CHECK(q.reconstruct(view(dev.codes), dev.params[0], 0) == dev.weights);
+    // one-sided, as cuda::ldlq runs it (one tile row)
+    const auto lc = ldlq(q, view(p.w), view(p.l_in), tdy);
+    const auto ld = emulated_yaqa_round(q, p.w, p.l_in, nullptr, m, tdy, st);
+    CHECK(st.out_of_bounds == 0);
+    CHECK(test::mismatch_fraction(ld.codes, lc.codes) <= 0.02);
   }
 }
 

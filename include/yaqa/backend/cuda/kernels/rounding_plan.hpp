@@ -28,6 +28,7 @@
 #include <cstdint>
 
 #include <yaqa/backend/cuda/kernels/device_math.hpp>
+#include <yaqa/backend/cuda/kernels/e8p_math.hpp>
 
 namespace yaqa::cuda::detail {
 
@@ -80,7 +81,8 @@ inline wave_step make_wave_step(const wave_geometry& g, index d) {
 }
 
 //! The operands of the wavefront (device memory on the device, host memory in the CPU test).
-template <class T>
+//! Codes are one per quantizer unit: codes(row, col / unit).
+template <class T, class Code = std::uint8_t>
 struct wave_buffers {
   const T* w; index ldw;
   const T* lin; index ldli;
@@ -88,15 +90,15 @@ struct wave_buffers {
   T* e; index lde;            // W - What (two-sided only)
   T* ep; index ldep;          // W' - What
   T* what; index ldwh;
-  std::uint8_t* codes; index ldc;
+  Code* codes; index ldc;
   T* r;                       // cap tiles of td_x x td_y (GEMM 1 results), contiguous, ld td_x
   T* f;                       // cap tiles (GEMM 2 results)
 };
 
 //! The pointer arrays of a step's two batched GEMMs: ptrs = [A_out | B_out | A_in | B_in], cap
 //! entries each; cptrs = [C_out | C_in]. Entry t is tile t of the step.
-template <class T>
-YAQA_HD inline void wave_tile_pointers(const wave_step& s, const wave_buffers<T>& bf, index cap, index t,
+template <class T, class Code>
+YAQA_HD inline void wave_tile_pointers(const wave_step& s, const wave_buffers<T, Code>& bf, index cap, index t,
                                        const T** ptrs, T** cptrs) {
   const index a = s.a_lo + t, k = s.k_of(a);
   const index a0 = a * s.tdx, k0 = k * s.tdy, tile = s.tdx * s.tdy;
@@ -110,25 +112,48 @@ YAQA_HD inline void wave_tile_pointers(const wave_step& s, const wave_buffers<T>
   cptrs[cap + t] = bf.f + t * tile;
 }
 
-//! Element e (0 <= e < nt * tile) of a step: target, quantize, What, codes, E, E'.
-//! Returns false when the target was not finite.
+//! A quantizer as a wavefront unit policy: `unit` consecutive columns of one row are quantized
+//! together; operator()(x, recon, row, col0, code) quantizes x[0 .. unit) and returns false when
+//! a target was not finite. grid_unit is int_grid (unit 1); e8p_unit (e8p_math.hpp) is E8P.
 template <class T>
-YAQA_HD inline bool wave_quantize_element(const wave_step& s, const wave_buffers<T>& bf,
-                                          const grid_args<T>& g, index e) {
-  const index tile = s.tdx * s.tdy;
-  const index t = e / tile, rem = e % tile, i = rem % s.tdx, j = rem / s.tdx;
+struct grid_unit {
+  using code_type = std::uint8_t;
+  static constexpr index unit = 1;
+  grid_args<T> g;
+  YAQA_HD bool operator()(const T* x, T* recon, index row, index col0, code_type& code) const {
+    bool ok = true;
+    recon[0] = grid_quantize(g, x[0], row, col0, code, ok);
+    return ok;
+  }
+};
+
+//! Unit u (0 <= u < nt * tile / unit) of a step: targets, quantize, What, code, E, E'.
+//! Units run down the rows of a tile first (tile-local unit u: row u % td_x, columns
+//! unit * (u / td_x) + [0, unit)). Returns false when a target was not finite.
+template <class T, class DQ>
+YAQA_HD inline bool wave_quantize_unit(const wave_step& s, const wave_buffers<T, typename DQ::code_type>& bf,
+                                       const DQ& dq, index u) {
+  constexpr index U = DQ::unit;
+  const index tile = s.tdx * s.tdy, per_tile = tile / U;
+  const index t = u / per_tile, rem = u % per_tile, i = rem % s.tdx, j0 = (rem / s.tdx) * U;
   const index a = s.a_lo + t, k = s.k_of(a);
-  const index row = a * s.tdx + i, col = k * s.tdy + j;
-  const T x = bf.w[row + col * bf.ldw];
-  const T base = s.use_r ? add_rn(x, bf.r[e]) : x;          // W + R (CPU: W + rr)
-  const T target = s.use_f ? add_rn(base, bf.f[e]) : base;  // + E' L_in strip
-  bool ok = true;
-  std::uint8_t c = 0;
-  const T recon = grid_quantize(g, target, row, col, c, ok);
-  bf.what[row + col * bf.ldwh] = recon;
-  bf.codes[row + col * bf.ldc] = c;
-  if (bf.lout) bf.e[row + col * bf.lde] = sub_rn(x, recon);
-  bf.ep[row + col * bf.ldep] = sub_rn(base, recon);
+  const index row = a * s.tdx + i, col0 = k * s.tdy + j0;
+  T x[U], base[U], target[U], recon[U];
+  for (index v = 0; v < U; ++v) {
+    const index e = t * tile + i + (j0 + v) * s.tdx;  // position in the step's R / F tiles
+    x[v] = bf.w[row + (col0 + v) * bf.ldw];
+    base[v] = s.use_r ? add_rn(x[v], bf.r[e]) : x[v];            // W + R (CPU: W + rr)
+    target[v] = s.use_f ? add_rn(base[v], bf.f[e]) : base[v];   // + E' L_in strip
+  }
+  typename DQ::code_type c{};
+  const bool ok = dq(target, recon, row, col0, c);
+  bf.codes[row + (col0 / U) * bf.ldc] = c;
+  for (index v = 0; v < U; ++v) {
+    const index col = col0 + v;
+    bf.what[row + col * bf.ldwh] = recon[v];
+    if (bf.lout) bf.e[row + col * bf.lde] = sub_rn(x[v], recon[v]);
+    bf.ep[row + col * bf.ldep] = sub_rn(base[v], recon[v]);
+  }
   return ok;
 }
 
@@ -145,9 +170,9 @@ struct batched_gemm_call {
 //! The M+N-1 steps. Exec provides
 //!   pointers(step)             fill ptrs / cptrs for the step's tiles (wave_tile_pointers)
 //!   gemm(batched_gemm_call)    one batched GEMM
-//!   quantize(step)             every element of the step (wave_quantize_element)
-template <class T, class Exec>
-void run_wavefront(const wave_geometry& g, const wave_buffers<T>& bf, Exec& ex) {
+//!   quantize(step)             every unit of the step (wave_quantize_unit)
+template <class T, class Code, class Exec>
+void run_wavefront(const wave_geometry& g, const wave_buffers<T, Code>& bf, Exec& ex) {
   for (index d = 0; d <= g.M + g.N - 2; ++d) {
     const wave_step s = make_wave_step(g, d);
     ex.pointers(s);
