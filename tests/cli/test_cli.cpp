@@ -75,6 +75,9 @@ TEST_CASE("parse: usage errors exit 2 and name the option", "[cli]") {
       {{"--threads", "-1"}, "--threads must be >= 0"},
       {{"--sketch", "a.b"}, "must not contain '.'"},
       {{"--only", "(["}, "--only '([' is not a valid regular expression"},
+      {{"--only", "a\\9999999999"}, "--only holds a number of 10 digits; expected at most 9"},
+      {{"--only", "a{1234567890123456789012}"}, "--only holds a number of 22 digits"},
+      {{"--only", std::string(1001, 'a')}, "--only is 1001 characters long"},
       {{"--seed", "-1"}, "--seed"},
       {{"--frobnicate"}, "--frobnicate"},
   };

@@ -134,6 +134,18 @@ inline void validate(options& o, bool bits_given, bool group_given) {
   require(o.sketch.find('.') == std::string::npos, "yaqa-quantize: --sketch TAG must not contain '.', got '", o.sketch,
           "'");
   if (!o.only.empty()) {
+    // Bounds for libstdc++'s regex compiler: it recurses per nesting level, and it reads the
+    // digits of a backreference or repetition count into a long without an overflow check (UB,
+    // found by fuzz_cli). Names never need either.
+    require(o.only.size() <= 1000, "yaqa-quantize: --only is ", o.only.size(),
+            " characters long; expected a regular expression of at most 1000");
+    for (std::size_t i = 0; i < o.only.size();) {
+      std::size_t j = i;
+      while (j < o.only.size() && o.only[j] >= '0' && o.only[j] <= '9') ++j;
+      require(j - i <= 9, "yaqa-quantize: --only holds a number of ", j - i,
+              " digits; expected at most 9 (a longer backreference or repetition count overflows the regex parser)");
+      i = j > i ? j : i + 1;
+    }
     try {
       (void)std::regex(o.only);
     } catch (const std::regex_error& e) {
