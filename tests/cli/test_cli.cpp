@@ -74,6 +74,8 @@ TEST_CASE("parse: usage errors exit 2 and name the option", "[cli]") {
       {{"--damp", "nan"}, "--damp"},
       {{"--threads", "-1"}, "--threads must be >= 0"},
       {{"--sketch", "a.b"}, "must not contain '.'"},
+      {{"--act-order"}, "--act-order and --static-groups apply to --method gptq only, not yaqa"},
+      {{"--method", "ldlq", "--static-groups"}, "apply to --method gptq only, not ldlq"},
       {{"--only", "(["}, "--only '([' is not a valid regular expression"},
       {{"--only", "a\\9999999999"}, "--only holds a number of 10 digits; expected at most 9"},
       {{"--only", "a{1234567890123456789012}"}, "--only holds a number of 22 digits"},
@@ -142,10 +144,18 @@ matrix<double> rebuild_int(const safetensors_file& q, const std::string& name) {
   const yaqa::index m = c.rows(), n = c.cols(), g = meta["group_cols"].get<yaqa::index>();
   REQUIRE(params.shape[0] == n / g);
   REQUIRE(params.shape[2] == m);
+  // NAME.qgroup, when present, gives each column's group (GPTQ act-order with lazy groups)
+  std::vector<yaqa::index> group(static_cast<std::size_t>(n));
+  for (yaqa::index j = 0; j < n; ++j) group[std::size_t(j)] = j / g;
+  if (q.contains(name + ".qgroup")) {
+    const vector<double> qg = to_vector<double>(q.at(name + ".qgroup"));
+    REQUIRE(qg.size() == n);
+    for (yaqa::index j = 0; j < n; ++j) group[std::size_t(j)] = yaqa::index(qg[j]);
+  }
   matrix<double> w(m, n);
   for (yaqa::index j = 0; j < n; ++j)
     for (yaqa::index i = 0; i < m; ++i) {
-      const yaqa::index base = (j / g) * 2 * m;
+      const yaqa::index base = group[std::size_t(j)] * 2 * m;
       w(i, j) = float(p[base + i]) * (float(c(i, j)) - float(p[base + m + i]));
     }
   if (meta["rotated"].get<bool>()) {
@@ -209,6 +219,58 @@ TEST_CASE("run: every method matches quantize_layer, and codes + params rebuild 
         }
       }
     }
+}
+
+TEST_CASE("run: gptq --act-order / --static-groups match quantize_layer; NAME.qgroup maps columns to groups", "[cli]") {
+  temp_dir dir;
+  write_cli_model(dir.path());
+  const safetensors_file wf(dir / "W.safetensors"), hf(dir / "H.safetensors");
+  struct gcase {
+    bool act_order, static_groups, rht;
+  };
+  for (const auto c : {gcase{true, false, false}, gcase{true, false, true}, gcase{true, true, false},
+                       gcase{false, true, false}}) {
+    DYNAMIC_SECTION("act_order " << c.act_order << " static " << c.static_groups << " rht " << c.rht) {
+      std::vector<std::string> extra{"--method", "gptq", "--bits", "3", "--group-size", "16", "--seed", "5"};
+      if (c.act_order) extra.push_back("--act-order");
+      if (c.static_groups) extra.push_back("--static-groups");
+      if (!c.rht) extra.push_back("--no-rht");
+      const auto opts = cli_parse(cli_args(dir.path(), extra));
+      CHECK(opts.act_order == c.act_order);
+      CHECK(opts.static_groups == c.static_groups);
+      std::ostringstream log;
+      (void)cli::run(opts, log);
+      const safetensors_file q(dir / "Q.safetensors");
+      for (const auto& l : cli_model{}.layers) {
+        const matrix<float> got = to_matrix<float>(q.at(l.name));
+        const matrix<float> w = to_matrix<float>(wf.at(l.name));
+        const matrix<float> h = to_matrix<float>(hf.at(l.name + ".H"));
+        rounding_options ro;
+        ro.algorithm = method::gptq;
+        ro.incoherence = c.rht;
+        ro.seed = 5;
+        ro.act_order = c.act_order;
+        ro.static_groups = c.static_groups;
+        const auto ref = quantize_layer(int_grid<float>({.bits = 3, .sym = true, .group_size = 16}), view(w), view(h),
+                                        matrix_view<const float>{}, ro);
+        CHECK(got == ref.weights);
+        // lazy groups under act-order reorder the groups: only then is NAME.qgroup written
+        const bool reordered = c.act_order && !c.static_groups;
+        CHECK(q.contains(l.name + ".qgroup") == reordered);
+        if (reordered) {
+          const vector<double> qg = to_vector<double>(q.at(l.name + ".qgroup"));
+          REQUIRE(qg.size() == l.in);
+          bool permuted = false;
+          for (yaqa::index j = 0; j < l.in; ++j) permuted = permuted || yaqa::index(qg[j]) != j / 16;
+          CHECK(permuted);
+        }
+        const auto meta = nlohmann::json::parse(q.metadata().at("yaqa.layer." + l.name));
+        CHECK(meta["act_order"].get<bool>() == c.act_order);
+        CHECK(meta["static_groups"].get<bool>() == c.static_groups);
+        CHECK(rel_frobenius(rebuild_int(q, l.name), got.cast<double>()) < 1e-5);
+      }
+    }
+  }
 }
 
 TEST_CASE("run: every quantizer writes codes of its unit and a params table", "[cli]") {

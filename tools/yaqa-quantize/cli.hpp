@@ -54,6 +54,8 @@ struct options {
   bool asym = false;
   bool mse = false;
   bool rht = true;
+  bool act_order = false;      //!< gptq: columns by descending diag(H_in) (writes NAME.qgroup with groups)
+  bool static_groups = false;  //!< gptq: fit every group up front from the original W
   std::string sketch;    //!< sketch tag; empty: untagged names
   index tile_rows = 16, tile_cols = 16;
   double damp = 0.01;
@@ -129,6 +131,8 @@ inline void validate(options& o, bool bits_given, bool group_given) {
   require(!o.mse || o.quantizer == quantizer_kind::int_grid, "yaqa-quantize: --mse applies to --quantizer int only, not ", q);
   require(o.algorithm != method::gptq || o.quantizer != quantizer_kind::e8p,
           "yaqa-quantize: --method gptq needs a scalar quantizer; e8p rounds 8 weights at a time (use ldlq or yaqa)");
+  require(o.algorithm == method::gptq || !(o.act_order || o.static_groups),
+          "yaqa-quantize: --act-order and --static-groups apply to --method gptq only, not ", method_name(o.algorithm));
   require(std::isfinite(o.damp) && o.damp > 0, "yaqa-quantize: --damp must be finite and > 0, got ", o.damp);
   require(o.threads >= 0, "yaqa-quantize: --threads must be >= 0 (0 = all cores), got ", o.threads);
   require(o.sketch.find('.') == std::string::npos, "yaqa-quantize: --sketch TAG must not contain '.', got '", o.sketch,
@@ -184,6 +188,9 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
   app.add_flag("--asym", o.asym, "int: asymmetric grid with a fitted zero point (default symmetric)");
   app.add_flag("--mse", o.mse, "int: search a clipped range per row (GPTQ's --mse)");
   app.add_flag("--rht,!--no-rht", o.rht, "Two-sided random Hadamard transform (incoherence); default on");
+  app.add_flag("--act-order", o.act_order,
+               "gptq: process columns by descending diag(H) (GPTQ's --act-order; with groups writes NAME.qgroup)");
+  app.add_flag("--static-groups", o.static_groups, "gptq: fit every group up front from the original W (GPTQ's --static-groups)");
   app.add_option("--sketch", o.sketch, "Read NAME.TAG.H_in / NAME.TAG.H_out (e.g. a or b)");
   app.add_option("--tile", tile_s, "YAQA tile ROWSxCOLS (rows divide out, cols divide in); cols is the LDLQ block")
       ->capture_default_str();
@@ -361,6 +368,8 @@ inline run_summary run(const options& o, std::ostream& log) {
   ro.incoherence = o.rht;
   ro.seed = o.seed;
   ro.damping.sigma = o.damp;
+  ro.act_order = o.act_order;
+  ro.static_groups = o.static_groups;
   const cpu_backend backend{o.threads};
 
   safetensors_writer out;
@@ -425,6 +434,10 @@ inline run_summary run(const options& o, std::ostream& log) {
             {"qparams_fields", fields},
             {"rotated", res.rotated},
             {"feedback", lr.feedback}};
+        if (o.algorithm == method::gptq) {
+          layer_meta["act_order"] = o.act_order;
+          layer_meta["static_groups"] = o.static_groups;
+        }
         if (res.rotated) {
           layer_meta["seed_in"] = std::to_string(res.seed_in);
           layer_meta["seed_out"] = std::to_string(res.seed_out);
