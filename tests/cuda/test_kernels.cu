@@ -99,27 +99,7 @@ TEMPLATE_TEST_CASE("cuda int_grid quantize gives the CPU codes and reconstructio
 namespace {
 
 template <class T>
-struct layer_problem {
-  matrix<T> w, h_in, h_out, l_in, l_out;
-};
-
-// As tests/rounding/test_yaqa.cpp: W with outlier columns, H_in from correlated activations,
-// H_out SPD with condition 1e3, L's by definition (unit block-lower, zeros above).
-template <class T>
-layer_problem<T> make_layer(yaqa::index m, yaqa::index n, yaqa::index tdx, yaqa::index tdy, std::uint64_t seed) {
-  layer_problem<T> p;
-  p.w = test::random_weights<T>(m, n, seed) * T(4);
-  const Eigen::MatrixXd hin = test::random_second_moment<double>(n, 3 * n, seed + 1);
-  const Eigen::MatrixXd hout = test::random_spd<double>(m, 1e3, seed + 2);
-  p.h_in = hin.cast<T>();
-  p.h_out = hout.cast<T>();
-  p.l_in = test::naive_block_ldl_L(hin, tdy).cast<T>();
-  p.l_out = test::naive_block_ldl_L(hout, tdx).cast<T>();
-  return p;
-}
-
-template <class T>
-double proxy_of(const layer_problem<T>& p, const matrix<T>& w_hat, bool two_sided) {
+double proxy_of(const test::kronecker_layer<T>& p, const matrix<T>& w_hat, bool two_sided) {
   const matrix<T> d = p.w - w_hat;
   return kronecker_proxy(view(d), view(p.h_in), two_sided ? view(p.h_out) : matrix_view<const T>{});
 }
@@ -135,7 +115,7 @@ TEMPLATE_TEST_CASE("cuda YAQA rounding (wavefront) matches the CPU result", "[cu
   };
   // 17 x 13 and 7 x 10 tiles; non-square tiles; groups narrower and wider than a tile
   for (auto c : {cfg{272, 208, 16, 16, 0}, cfg{56, 40, 8, 4, 8}, cfg{96, 160, 16, 16, 32}}) {
-    const auto p = make_layer<T>(c.m, c.n, c.tdx, c.tdy, 200 + std::uint64_t(c.m));
+    const auto p = test::make_kronecker_layer<T>(c.m, c.n, c.tdx, c.tdy, 200 + std::uint64_t(c.m));
     const int_grid<T> q({.bits = 3, .sym = false, .group_size = c.group});
     yaqa_options o;
     o.tile_rows = c.tdx;
@@ -164,7 +144,7 @@ TEMPLATE_TEST_CASE("cuda LDLQ and one-sided YAQA match the CPU LDLQ", "[cuda][ro
   using T = TestType;
   const auto& b = test::gpu();
   const yaqa::index m = 88, n = 176, block = 16;  // 11 column blocks
-  const auto p = make_layer<T>(m, n, 8, block, 300);
+  const auto p = test::make_kronecker_layer<T>(m, n, 8, block, 300);
   const int_grid<T> q({.bits = 4, .sym = true, .group_size = 0});
   const auto cpu = ldlq(q, view(p.w), view(p.l_in), block);
   const auto gpu = cuda::ldlq(b, q, view(p.w), view(p.l_in), block);
@@ -184,7 +164,7 @@ TEMPLATE_TEST_CASE("cuda LDLQ and one-sided YAQA match the CPU LDLQ", "[cuda][ro
 
 TEST_CASE("cuda YAQA rounding validates its inputs on the host", "[cuda][rounding][yaqa]") {
   const auto& b = test::gpu();
-  const auto p = make_layer<float>(32, 48, 16, 16, 400);
+  const auto p = test::make_kronecker_layer<float>(32, 48, 16, 16, 400);
   const int_grid<float> q;
   yaqa_options o;
   o.tile_rows = 16;
@@ -250,7 +230,7 @@ TEMPLATE_TEST_CASE("cuda YAQA and LDLQ with the E8P quantizer match the CPU", "[
   const auto& b = test::gpu();
   const e8p<T> q;
   for (auto [m, n, tdx, tdy] : {std::array<yaqa::index, 4>{48, 80, 8, 16}, {40, 72, 8, 8}}) {
-    const auto p = make_layer<T>(m, n, tdx, tdy, 700 + std::uint64_t(n));
+    const auto p = test::make_kronecker_layer<T>(m, n, tdx, tdy, 700 + std::uint64_t(n));
     yaqa_options o;
     o.tile_rows = tdx;
     o.tile_cols = tdy;
@@ -270,7 +250,7 @@ TEMPLATE_TEST_CASE("cuda YAQA and LDLQ with the E8P quantizer match the CPU", "[
     CHECK(test::mismatch_fraction(lg.codes, lc.codes) <= 0.02);
   }
   // the tile width must hold whole 1 x 8 units
-  const auto p = make_layer<float>(16, 32, 8, 4, 710);
+  const auto p = test::make_kronecker_layer<float>(16, 32, 8, 4, 710);
   yaqa_options o;
   o.tile_rows = 8;
   o.tile_cols = 4;

@@ -3,10 +3,12 @@
 // (anti-diagonal wavefronts from the bottom-right, the duplicated diagonal included, Ŵ zero
 // initialised, feedback from full slices — O(m^2 n^2 / td)), and the GPTQ reference loop.
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include <Eigen/Dense>
 
+#include <support/generators.hpp>
 #include <yaqa/core/eigen.hpp>
 #include <yaqa/rounding/common.hpp>
 
@@ -77,6 +79,28 @@ template <class A, class B, class C>
 double proxy(const A& dw, const B& h_in, const C& h_out) {
   const Eigen::MatrixXd d = dw.template cast<double>();
   return (d * h_in.template cast<double>() * d.transpose() * h_out.template cast<double>()).trace();
+}
+
+//! A two-sided rounding problem: W m x n (outliers scaled by 4), H_in from correlated
+//! activations, H_out SPD with condition 1e3, and their unit block-lower L's by definition
+//! (naive_block_ldl_L with blocks td_y and td_x; zeros above).
+template <class T>
+struct kronecker_layer {
+  matrix<T> w, h_in, h_out, l_in, l_out;
+};
+
+template <class T>
+kronecker_layer<T> make_kronecker_layer(yaqa::index m, yaqa::index n, yaqa::index tdx, yaqa::index tdy,
+                                        std::uint64_t seed) {
+  kronecker_layer<T> p;
+  p.w = random_weights<T>(m, n, seed) * T(4);
+  const Eigen::MatrixXd hin = random_second_moment<double>(n, 3 * n, seed + 1);
+  const Eigen::MatrixXd hout = random_spd<double>(m, 1e3, seed + 2);
+  p.h_in = hin.cast<T>();
+  p.h_out = hout.cast<T>();
+  p.l_in = naive_block_ldl_L(hin, tdy).cast<T>();
+  p.l_out = naive_block_ldl_L(hout, tdx).cast<T>();
+  return p;
 }
 
 }  // namespace yaqa::test

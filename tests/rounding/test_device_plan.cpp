@@ -153,25 +153,6 @@ rounded<Q> emulated_yaqa_round(const Q& q, const matrix<scalar_of<Q>>& w, const 
   return r;
 }
 
-template <class T>
-struct layer_problem {
-  matrix<T> w, h_in, h_out, l_in, l_out;
-};
-
-// As tests/cuda/test_kernels.cpp: L's by definition (unit block-lower, zeros above).
-template <class T>
-layer_problem<T> make_layer(yaqa::index m, yaqa::index n, yaqa::index tdx, yaqa::index tdy, std::uint64_t seed) {
-  layer_problem<T> p;
-  p.w = test::random_weights<T>(m, n, seed) * T(4);
-  const Eigen::MatrixXd hin = test::random_second_moment<double>(n, 3 * n, seed + 1);
-  const Eigen::MatrixXd hout = test::random_spd<double>(m, 1e3, seed + 2);
-  p.h_in = hin.cast<T>();
-  p.h_out = hout.cast<T>();
-  p.l_in = test::naive_block_ldl_L(hin, tdy).cast<T>();
-  p.l_out = test::naive_block_ldl_L(hout, tdx).cast<T>();
-  return p;
-}
-
 }  // namespace
 
 TEMPLATE_TEST_CASE("device int_grid element quantize equals int_grid::quantize", "[device_plan][int_grid]", float,
@@ -262,7 +243,7 @@ TEMPLATE_TEST_CASE("device YAQA wavefront, run on the host, matches yaqa_round",
     yaqa::index m, n, tdx, tdy, group;
   };
   for (auto c : {cfg{272, 208, 16, 16, 0}, cfg{56, 40, 8, 4, 8}, cfg{96, 160, 16, 16, 32}, cfg{24, 90, 8, 6, 0}}) {
-    const auto p = make_layer<T>(c.m, c.n, c.tdx, c.tdy, 200 + std::uint64_t(c.m));
+    const auto p = test::make_kronecker_layer<T>(c.m, c.n, c.tdx, c.tdy, 200 + std::uint64_t(c.m));
     const int_grid<T> q({.bits = 3, .sym = false, .group_size = c.group});
     yaqa_options o;
     o.tile_rows = c.tdx;
@@ -292,7 +273,7 @@ TEMPLATE_TEST_CASE("device one-sided wavefront (LDLQ), run on the host, matches 
                    float, double) {
   using T = TestType;
   const yaqa::index m = 88, n = 176, block = 16;
-  const auto p = make_layer<T>(m, n, 8, block, 300);
+  const auto p = test::make_kronecker_layer<T>(m, n, 8, block, 300);
   const int_grid<T> q({.bits = 4, .sym = true, .group_size = 0});
   const auto cpu = ldlq(q, view(p.w), view(p.l_in), block);
   wave_stats st{};
@@ -353,7 +334,7 @@ TEMPLATE_TEST_CASE("device wavefront with E8P, run on the host, matches yaqa_rou
   using T = TestType;
   const e8p<T> q;
   for (auto [m, n, tdx, tdy] : {std::array<yaqa::index, 4>{48, 80, 8, 16}, {40, 72, 8, 8}}) {
-    const auto p = make_layer<T>(m, n, tdx, tdy, 700 + std::uint64_t(n));
+    const auto p = test::make_kronecker_layer<T>(m, n, tdx, tdy, 700 + std::uint64_t(n));
     yaqa_options o;
     o.tile_rows = tdx;
     o.tile_cols = tdy;

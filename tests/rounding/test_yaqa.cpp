@@ -14,41 +14,13 @@
 using namespace yaqa;
 using yaqa::test::naive_block_ldl_L;
 
-namespace {
-
-template <class T>
-struct problem {
-  matrix<T> w, h_in, h_out, l_in, l_out;
-};
-
-// W m x n, H_in from correlated activations, H_out SPD with condition 1e3; L's by definition.
-template <class T>
-problem<T> make_problem(yaqa::index m, yaqa::index n, yaqa::index tdx, yaqa::index tdy, std::uint64_t seed) {
-  problem<T> p;
-  p.w = test::random_weights<T>(m, n, seed) * T(4);
-  const Eigen::MatrixXd hin = test::random_second_moment<double>(n, 3 * n, seed + 1);
-  const Eigen::MatrixXd hout = test::random_spd<double>(m, 1e3, seed + 2);
-  p.h_in = hin.cast<T>();
-  p.h_out = hout.cast<T>();
-  p.l_in = naive_block_ldl_L(hin, tdy).cast<T>();
-  p.l_out = naive_block_ldl_L(hout, tdx).cast<T>();
-  return p;
-}
-
-template <class A, class B>
-double code_mismatch(const A& a, const B& b) {
-  return double((a.array() != b.array()).count()) / double(a.size());
-}
-
-}  // namespace
-
 TEMPLATE_TEST_CASE("YAQA row sweep and wavefront equal the naive reference ordering", "[rounding][yaqa]",
                    float, double) {
   using T = TestType;
   struct cfg { yaqa::index m, n, tdx, tdy; };
   // sizes not multiples of the 128 super-blocks; non-square tiles
   for (auto c : {cfg{80, 144, 16, 16}, cfg{272, 208, 16, 16}, cfg{56, 40, 8, 4}, cfg{36, 150, 12, 10}}) {
-    auto p = make_problem<T>(c.m, c.n, c.tdx, c.tdy, 100 + c.m);
+    auto p = test::make_kronecker_layer<T>(c.m, c.n, c.tdx, c.tdy, 100 + c.m);
     test::uniform_grid<T> q;
     q.step = T(0.25);
     const auto ref = test::reference_yaqa(q, p.w, p.l_in, p.l_out, c.tdx, c.tdy);
@@ -68,15 +40,15 @@ TEMPLATE_TEST_CASE("YAQA row sweep and wavefront equal the naive reference order
     } else {
       // float: summation order differs from the reference, so a target within ~1e-6 of a
       // rounding boundary may flip; that must stay rare.
-      CHECK(code_mismatch(rs.codes, ref.codes) < 2e-3);
-      CHECK(code_mismatch(wf.codes, ref.codes) < 2e-3);
+      CHECK(test::mismatch_fraction(rs.codes, ref.codes) < 2e-3);
+      CHECK(test::mismatch_fraction(wf.codes, ref.codes) < 2e-3);
     }
   }
 }
 
 TEMPLATE_TEST_CASE("YAQA orderings agree with vector and grouped quantizers", "[rounding][yaqa]", float, double) {
   using T = TestType;
-  auto p = make_problem<T>(64, 96, 16, 16, 7);
+  auto p = test::make_kronecker_layer<T>(64, 96, 16, 16, 7);
   test::d2_pairs<T> vq;
   vq.step = T(0.3);
   const auto ref = test::reference_yaqa(vq, p.w, p.l_in, p.l_out, 16, 16);
@@ -85,7 +57,7 @@ TEMPLATE_TEST_CASE("YAQA orderings agree with vector and grouped quantizers", "[
   const auto rs = yaqa_round(vq, view(p.w), view(p.l_in), view(p.l_out), o);
   CHECK(rs.codes.rows() == 64);
   CHECK(rs.codes.cols() == 48);
-  CHECK(code_mismatch(rs.codes, ref.codes) <= (std::is_same_v<T, double> ? 0.0 : 2e-3));
+  CHECK(test::mismatch_fraction(rs.codes, ref.codes) <= (std::is_same_v<T, double> ? 0.0 : 2e-3));
   for (yaqa::index group : {8, 32}) {  // groups narrower and wider than the 16-column tiles
     test::row_scaled_grid<T> gq;
     gq.group = group;
@@ -93,7 +65,7 @@ TEMPLATE_TEST_CASE("YAQA orderings agree with vector and grouped quantizers", "[
     o.ordering = yaqa_ordering::wavefront;
     const auto wf = yaqa_round(gq, view(p.w), view(p.l_in), view(p.l_out), o);
     REQUIRE(wf.params.size() == std::size_t(96 / group));
-    CHECK(code_mismatch(wf.codes, gref.codes) <= (std::is_same_v<T, double> ? 0.0 : 2e-3));
+    CHECK(test::mismatch_fraction(wf.codes, gref.codes) <= (std::is_same_v<T, double> ? 0.0 : 2e-3));
   }
 }
 
@@ -101,7 +73,7 @@ TEMPLATE_TEST_CASE("YAQA with H_out = I is LDLQ bit for bit, and LDLQ with H = I
                    float, double) {
   using T = TestType;
   for (auto [m, n] : {std::pair<yaqa::index, yaqa::index>{80, 144}, {272, 208}}) {
-    auto p = make_problem<T>(m, n, 16, 16, 11 + m);
+    auto p = test::make_kronecker_layer<T>(m, n, 16, 16, 11 + m);
     const matrix<T> eye_out = matrix<T>::Identity(m, m);
     test::row_scaled_grid<T> q;
     q.group = 16;
@@ -123,7 +95,7 @@ TEMPLATE_TEST_CASE("YAQA with H_out = I is LDLQ bit for bit, and LDLQ with H = I
 
 TEST_CASE("YAQA's whitened error L_out^T dW L_in is the per-tile quantizer error", "[rounding][yaqa]") {
   const yaqa::index m = 96, n = 80, td = 16;
-  auto p = make_problem<double>(m, n, td, td, 5);
+  auto p = test::make_kronecker_layer<double>(m, n, td, td, 5);
   test::uniform_grid<double> q;
   q.step = 0.5;
   const auto r = yaqa_round(q, view(p.w), view(p.l_in), view(p.l_out));
@@ -149,7 +121,7 @@ TEMPLATE_TEST_CASE("averaged over seeds, proxy(YAQA) < proxy(LDLQ) < proxy(RTN)"
   const yaqa::index m = 64, n = 96;
   double s_rtn = 0, s_ldlq = 0, s_yaqa = 0;
   for (std::uint64_t seed = 1; seed <= 5; ++seed) {
-    auto p = make_problem<T>(m, n, 16, 16, 1000 + seed);
+    auto p = test::make_kronecker_layer<T>(m, n, 16, 16, 1000 + seed);
     test::row_scaled_grid<T> q;
     const auto r = rtn(q, view(p.w));
     const auto l = ldlq(q, view(p.w), view(p.l_in), 16);
@@ -165,7 +137,7 @@ TEMPLATE_TEST_CASE("averaged over seeds, proxy(YAQA) < proxy(LDLQ) < proxy(RTN)"
 }
 
 TEST_CASE("rounding is bit-identical for 1, 2 and 3 threads", "[rounding][determinism]") {
-  auto p = make_problem<float>(272, 208, 16, 16, 3);
+  auto p = test::make_kronecker_layer<float>(272, 208, 16, 16, 3);
   test::row_scaled_grid<float> q;
   const auto ref = yaqa_round(cpu_backend{1}, q, view(p.w), view(p.l_in), view(p.l_out));
   const auto ref_wf = yaqa_round(cpu_backend{1}, q, view(p.w), view(p.l_in), view(p.l_out),
@@ -180,7 +152,7 @@ TEST_CASE("rounding is bit-identical for 1, 2 and 3 threads", "[rounding][determ
 }
 
 TEST_CASE("rounding rejects bad input with messages naming the argument", "[rounding][errors]") {
-  auto p = make_problem<double>(32, 48, 16, 16, 9);
+  auto p = test::make_kronecker_layer<double>(32, 48, 16, 16, 9);
   test::uniform_grid<double> q;
   auto msg_of = [](auto&& f) -> std::string {
     try {
