@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <regex>
 #include <string>
 
 #if defined(_OPENMP)
@@ -13,6 +14,7 @@
 #endif
 
 #include "corpus.hpp"
+#include "cross_layer.hpp"
 #include "evaluate.hpp"
 #include "hessians.hpp"
 #include "model.hpp"
@@ -36,12 +38,19 @@ struct options {
   tiny_lm::index steps = -1;
   tiny_lm::index sequences = -1;
   int passes = -1;
+  std::string rows;       //!< regex over row labels ("YAQA-B", "RTN+LWC", "INT2", ...)
+  int refine_steps = -1;
+  double refine_lr = -1;
+  double lwc_lr = -1;
+  std::string sde_pattern;
 };
 
 void usage() {
   std::fprintf(stderr,
                "usage: yaqa-demo [--corpus FILE] [--quick] [--out DIR] [--retrain] [--threads N]\n"
                "                 [--steps N] [--sequences N] [--passes P] [--check-order]\n"
+               "                 [--rows REGEX] [--refine-steps N] [--refine-lr X] [--lwc-lr X]\n"
+               "                 [--sde-pattern diag|band:K|topleft:K|full]\n"
                "  --corpus FILE  train and evaluate on FILE (default: the repository's text)\n"
                "  --quick        shrunken configuration (tiny model, few steps; seconds)\n"
                "  --out DIR      results and cached weights (default: <build>/demo)\n"
@@ -51,7 +60,10 @@ void usage() {
                "  --sequences N  calibration sequences for the Hessians (default: 256; quick 128)\n"
                "  --passes P     Sketch A passes, >= 2 (default: 3)\n"
                "  --check-order  only check KL(YAQA-B) < KL(LDLQ) < KL(RTN) at 3 bits, averaged\n"
-               "                 over seeds; exit status 1 when it does not hold\n");
+               "                 over seeds; exit status 1 when it does not hold\n"
+               "  --rows REGEX   only the rows whose 'method setting' label matches (e.g. 'YAQA-B.*INT2')\n"
+               "  --refine-steps N, --refine-lr X, --lwc-lr X, --sde-pattern P\n"
+               "                 the refinement rows' settings (defaults: docs/refine.md)\n");
 }
 
 options parse(int argc, char** argv) {
@@ -74,6 +86,11 @@ options parse(int argc, char** argv) {
     else if (a == "--steps") o.steps = std::stoll(value());
     else if (a == "--sequences") o.sequences = std::stoll(value());
     else if (a == "--passes") o.passes = std::stoi(value());
+    else if (a == "--rows") o.rows = value();
+    else if (a == "--refine-steps") o.refine_steps = std::stoi(value());
+    else if (a == "--refine-lr") o.refine_lr = std::stod(value());
+    else if (a == "--lwc-lr") o.lwc_lr = std::stod(value());
+    else if (a == "--sde-pattern") o.sde_pattern = value();
     else if (a == "--help" || a == "-h") {
       usage();
       std::exit(0);
@@ -110,8 +127,21 @@ struct quantized_model {
 
 quantized_model quantize_model(const yaqa::cpu_backend& be, const params& p, const model_config& mc,
                                const std::vector<layer_hessians>& hs, const quant_setting& s,
-                               const quant_config& qc, std::uint64_t seed) {
+                               const quant_config& qc, std::uint64_t seed, const batch* cl_batch) {
   quantized_model out{p, 0.0, 0.0, 0.0};
+  if (s.refine == refine_id::cl) {
+    // Layer by layer on the quantized stream (cross_layer.hpp); "own H" = the X^T X proxy.
+    auto r = quantize_cross_layer(be, p, mc, *cl_batch, qc, s.bits, cross_layer_config{});
+    out.p = std::move(r.p);
+    out.seconds = r.seconds;
+    for (tiny_lm::index l = 0; l < mc.linear_count(); ++l) {
+      const auto& h = hs[std::size_t(l)];
+      const mat eye = mat::Identity(linear_at(p, l).w.rows(), linear_at(p, l).w.rows());
+      out.proxy += relative_kron_proxy(be, linear_at(p, l).w, linear_at(out.p, l).w, h.xtx, eye);
+      out.proxy_b += relative_kron_proxy(be, linear_at(p, l).w, linear_at(out.p, l).w, h.b_in, h.b_out);
+    }
+    return out;
+  }
   for (tiny_lm::index l = 0; l < mc.linear_count(); ++l) {
     // A different transform per layer, as the reference seeds the RHT with the layer index.
     const auto o = quantize_weights(be, s, qc, linear_at(p, l).w, hs[std::size_t(l)],
@@ -215,7 +245,7 @@ int main(int argc, char** argv) try {
       const auto hs = collect_hessians(be, p, c, mc, hck, t0, true);
       for (int k = 0; k < 3; ++k) {
         const quant_setting s{methods[k], format_id::int_grid, 3};
-        const auto qm = quantize_model(be, p, mc, hs, s, qc, std::uint64_t(sd));
+        const auto qm = quantize_model(be, p, mc, hs, s, qc, std::uint64_t(sd), nullptr);
         const double v = evaluate(be, qm.p, es, ref, targets).kl;
         kl[k] += v / seeds;
         note(t0, yaqa::detail::concat("check: seed ", sd, " ", method_label(methods[k]),
@@ -238,23 +268,43 @@ int main(int argc, char** argv) try {
       " passes; Sketch B 1 pass");
 
   // ---- quantize and evaluate ----
-  ctx.quantizers = qc.describe();
   std::vector<quant_setting> settings;
   const method_id methods[] = {method_id::rtn, method_id::rtn_rht, method_id::gptq,
                                method_id::ldlq, method_id::yaqa_a, method_id::yaqa_b};
-  for (int bits : {2, 3, 4})
+  if (opt.refine_steps >= 0) qc.refine.steps = opt.refine_steps;
+  if (opt.refine_lr > 0) qc.refine.lr = opt.refine_lr;
+  if (opt.lwc_lr > 0) qc.refine.lwc_lr = opt.lwc_lr;
+  if (!opt.sde_pattern.empty()) qc.refine.pattern = yaqa::parse_sde_pattern(opt.sde_pattern);
+  ctx.quantizers = qc.describe();
+  for (int bits : {2, 3, 4}) {
     for (method_id m : methods) settings.push_back({m, format_id::int_grid, bits});
+    // Refinement rows (issue #15): RTN with LWC / SDE / both; the best combination with YAQA.
+    for (refine_id r : {refine_id::lwc, refine_id::sde, refine_id::sde_lwc})
+      settings.push_back({method_id::rtn, format_id::int_grid, bits, r});
+    settings.push_back({method_id::rtn, format_id::int_grid, bits, refine_id::cl});
+    for (refine_id r : {refine_id::lwc, refine_id::sde_lwc})
+      settings.push_back({method_id::yaqa_b, format_id::int_grid, bits, r});
+  }
   for (method_id m : methods)
     if (supported({m, format_id::e8p, 2})) settings.push_back({m, format_id::e8p, 2});
+  if (!opt.rows.empty()) {
+    const std::regex re(opt.rows);
+    std::erase_if(settings, [&](const quant_setting& s) {
+      const std::string label = setting_label(s) + " " + (s.format == format_id::e8p ? "E8P " : "INT") +
+                                std::to_string(s.bits) + (s.format == format_id::e8p ? "-bit" : "");
+      return !std::regex_search(label, re);
+    });
+  }
+  const batch cl_batch = cross_layer_batch(c, hc.calibration, cross_layer_config{}.sequences, mc.context);
   std::vector<result_row> rows;
   const auto tq = clock_type::now();
   progress pr("quantize", tiny_lm::index(settings.size()), t0, false, 0.0);
   for (std::size_t i = 0; i < settings.size(); ++i) {
     const auto& s = settings[i];
-    const auto qm = quantize_model(be, p, mc, hs, s, qc, 1);
+    const auto qm = quantize_model(be, p, mc, hs, s, qc, 1, &cl_batch);
     const eval_result e = evaluate(be, qm.p, es, ref, targets);
     result_row r;
-    r.method = method_label(s.method);
+    r.method = setting_label(s);
     r.format = s.format == format_id::e8p ? "e8p" : "int";
     r.bits = s.bits;
     r.kl = e.kl;

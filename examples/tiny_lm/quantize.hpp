@@ -25,6 +25,9 @@ namespace tiny_lm {
 
 enum class method_id { rtn, rtn_rht, gptq, ldlq, yaqa_a, yaqa_b };
 enum class format_id { int_grid, e8p };
+//! Refinement before rounding (docs/refine.md): learnable clipping, SDE, both, or SDE + LWC on
+//! the cross-layer objective (cross_layer.hpp; RTN only, original basis, activations).
+enum class refine_id { none, lwc, sde, sde_lwc, cl };
 
 inline const char* method_label(method_id m) {
   switch (m) {
@@ -42,7 +45,21 @@ struct quant_setting {
   method_id method = method_id::rtn;
   format_id format = format_id::int_grid;
   int bits = 3;
+  refine_id refine = refine_id::none;
 };
+
+//! "RTN", "YAQA-B+LWC", "RTN+SDE+LWC", "SDE+LWC+CL", ...
+inline std::string setting_label(const quant_setting& s) {
+  std::string l = method_label(s.method);
+  switch (s.refine) {
+    case refine_id::none: break;
+    case refine_id::lwc: l += "+LWC"; break;
+    case refine_id::sde: l += "+SDE"; break;
+    case refine_id::sde_lwc: l += "+SDE+LWC"; break;
+    case refine_id::cl: l = "SDE+LWC+CL"; break;
+  }
+  return l;
+}
 
 //! Quantizer and rounding knobs shared by every setting.
 struct quant_config {
@@ -51,17 +68,27 @@ struct quant_config {
   double e8p_scale_override = 0.9;  //!< QTIP's choice (yaqa-algorithm.md §3.1 step 6)
   index tile = 16;              //!< td_x = td_y (YAQA) and the LDLQ block
   double sigma = 1e-2;          //!< damping, relative to the mean diagonal
+  yaqa::refine_options refine = default_refine();  //!< LWC / SDE rows (method and lwc set per row)
+  static yaqa::refine_options default_refine() {
+    yaqa::refine_options r;
+    r.pattern = {yaqa::sde_shape::full, 0};
+    r.steps = 100;
+    return r;
+  }
   [[nodiscard]] std::string describe() const {
     return yaqa::detail::concat("int grid: asymmetric=", sym ? "no" : "yes", ", group ", group_size,
                                 "; E8P: 2 bits, scale_override ", e8p_scale_override,
                                 "; tiles ", tile, "x", tile, "; damping ", sigma,
-                                " x mean diagonal; RHT on for GPTQ/LDLQ/YAQA");
+                                " x mean diagonal; RHT on for GPTQ/LDLQ/YAQA; refinement: SDE ",
+                                yaqa::to_string(refine.pattern), ", ", refine.steps, " Adam steps, lr ", refine.lr,
+                                " x grid step, LWC lr ", refine.lwc_lr);
   }
 };
 
 //! True when the library can run the setting (GPTQ needs a scalar quantizer: no E8P).
 inline bool supported(const quant_setting& s) {
-  return !(s.method == method_id::gptq && s.format == format_id::e8p);
+  return !(s.method == method_id::gptq && s.format == format_id::e8p) &&
+         !(s.refine != refine_id::none && s.refine != refine_id::sde && s.format != format_id::int_grid);
 }
 
 //! Outcome for one layer.
@@ -82,6 +109,11 @@ inline layer_outcome quantize_weights(const yaqa::cpu_backend& be, const quant_s
   opt.damping.sigma = qc.sigma;
   opt.incoherence = s.method != method_id::rtn;
   opt.report_baseline = false;
+  if (s.refine != refine_id::none) {
+    opt.refine = qc.refine;
+    opt.refine.method = s.refine == refine_id::lwc ? yaqa::refine_method::none : yaqa::refine_method::sde;
+    opt.refine.lwc = s.refine != refine_id::sde;
+  }
   const mat* hin = &h.xtx;
   const mat* hout = nullptr;
   switch (s.method) {

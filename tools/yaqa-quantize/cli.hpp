@@ -64,6 +64,7 @@ struct options {
   std::string report;    //!< JSON report path; empty: none
   std::string only;      //!< ECMAScript regex searched in weight names; empty: all
   bool quiet = false;
+  refine_options refine{};  //!< --refine, --sde-pattern, --lwc, --refine-steps, --refine-lr, --refine-lambda
 };
 
 //! What parse_command_line decided: run with `opts`, or exit with `exit_code` after printing
@@ -133,6 +134,13 @@ inline void validate(options& o, bool bits_given, bool group_given) {
           "yaqa-quantize: --method gptq needs a scalar quantizer; e8p rounds 8 weights at a time (use ldlq or yaqa)");
   require(o.algorithm == method::gptq || !(o.act_order || o.static_groups),
           "yaqa-quantize: --act-order and --static-groups apply to --method gptq only, not ", method_name(o.algorithm));
+  require(!o.refine.lwc || o.quantizer == quantizer_kind::int_grid,
+          "yaqa-quantize: --lwc (learnable clipping) applies to --quantizer int only, not ", q);
+  require(o.refine.steps >= 0, "yaqa-quantize: --refine-steps must be >= 0, got ", o.refine.steps);
+  require(std::isfinite(o.refine.lr) && o.refine.lr > 0, "yaqa-quantize: --refine-lr must be finite and > 0, got ",
+          o.refine.lr);
+  require(std::isfinite(o.refine.lambda) && o.refine.lambda >= 0,
+          "yaqa-quantize: --refine-lambda must be finite and >= 0, got ", o.refine.lambda);
   require(std::isfinite(o.damp) && o.damp > 0, "yaqa-quantize: --damp must be finite and > 0, got ", o.damp);
   require(o.threads >= 0, "yaqa-quantize: --threads must be >= 0 (0 = all cores), got ", o.threads);
   require(o.sketch.find('.') == std::string::npos, "yaqa-quantize: --sketch TAG must not contain '.', got '", o.sketch,
@@ -203,6 +211,19 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
   app.add_option("--report", o.report, "Write the per-layer report as JSON to this file");
   app.add_option("--only", o.only, "Quantize only weights whose name matches this regex (searched, ECMAScript)");
   app.add_flag("-q,--quiet", o.quiet, "No progress lines on stderr");
+  std::string refine_s = "none", pattern_s = "diag";
+  app.add_option("--refine", refine_s,
+                 "Refine W before rounding (CQE+, docs/refine.md): none, lsi (learnable singular-value increment) "
+                 "or sde (singular-value diagonal expansion, see --sde-pattern)")
+      ->check(CLI::IsMember({"none", "lsi", "sde"}))
+      ->capture_default_str();
+  app.add_option("--sde-pattern", pattern_s, "SDE pattern of D: diag, band:K, topleft:K or full")->capture_default_str();
+  app.add_flag("--lwc", o.refine.lwc, "Learn the clip range of the int grid per row and group (OmniQuant's LWC)");
+  app.add_option("--refine-steps", o.refine.steps, "Adam steps of the refinement")->capture_default_str();
+  app.add_option("--refine-lr", o.refine.lr,
+                 "Refinement step: per-weight RMS move per step, relative to the grid step")->capture_default_str();
+  app.add_option("--refine-lambda", o.refine.lambda,
+                 "Weight of the relative drift ||W'-W||^2/||W||^2 in units of the relative proxy")->capture_default_str();
 
   parse_result r;
   try {
@@ -213,6 +234,10 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
                 : quant_s == "fp4" ? quantizer_kind::fp4 : quantizer_kind::e8p;
     std::tie(o.tile_rows, o.tile_cols) = parse_tile(tile_s);
     o.seed = parse_seed(seed_s);
+    o.refine.method = parse_refine_method(refine_s);
+    o.refine.pattern = parse_sde_pattern(pattern_s);
+    if (o.refine.method != refine_method::sde && app.count("--sde-pattern") > 0)
+      throw invalid_argument("yaqa-quantize: --sde-pattern applies to --refine sde only");
     detail::validate(o, app.count("--bits") > 0, app.count("--group-size") > 0);
     r.opts = o;
   } catch (const CLI::ParseError& e) {
@@ -332,6 +357,34 @@ std::vector<std::byte> code_bytes(const matrix<C>& c) {
   return b;
 }
 
+//! The refinement figures of one layer (relative to the objective's normalizer).
+inline nlohmann::ordered_json refine_json(const refine_report& r) {
+  const double z = r.normalizer > 0 ? r.normalizer : 1.0;
+  nlohmann::ordered_json trace = nlohmann::ordered_json::array();
+  for (const auto& t : r.trace) trace.push_back({{"step", t.step}, {"relative_loss", t.loss / z}, {"d_norm", t.d_norm}});
+  return {{"method", refine_method_name(r.method)},
+          {"pattern", r.pattern},
+          {"lwc", r.lwc},
+          {"rank", r.rank},
+          {"parameters", r.parameters},
+          {"relative_loss_unrefined", r.loss_unrefined / z},
+          {"relative_loss_initial", r.loss_initial / z},
+          {"relative_loss", r.loss / z},
+          {"best_step", r.best_step},
+          {"steps_run", r.steps_run},
+          {"early_stop", r.early_stop},
+          {"d_norm", r.d_norm},
+          {"w_norm", r.w_norm},
+          {"clip_hi_mean", r.clipping.hi_mean},
+          {"clip_hi_min", r.clipping.hi_min},
+          {"clip_lo_mean", r.clipping.lo_mean},
+          {"clip_lo_min", r.clipping.lo_min},
+          {"clipped_fraction", r.clipping.clipped_fraction},
+          {"svd_seconds", r.svd_seconds},
+          {"seconds", r.seconds},
+          {"trace", trace}};
+}
+
 inline std::string fmt(double v, int prec = 4) {
   std::ostringstream os;
   os << std::setprecision(prec) << v;
@@ -370,6 +423,7 @@ inline run_summary run(const options& o, std::ostream& log) {
   ro.damping.sigma = o.damp;
   ro.act_order = o.act_order;
   ro.static_groups = o.static_groups;
+  ro.refine = o.refine;
   const cpu_backend backend{o.threads};
 
   safetensors_writer out;
@@ -395,7 +449,10 @@ inline run_summary run(const options& o, std::ostream& log) {
                     {"bits", o.bits},             {"group_size", o.group_size}, {"asym", o.asym},
                     {"mse", o.mse},               {"rht", o.rht},           {"sketch", o.sketch},
                     {"tile", {o.tile_rows, o.tile_cols}}, {"damp", o.damp}, {"seed", o.seed},
-                    {"threads", backend.thread_count()}, {"only", o.only}};
+                    {"threads", backend.thread_count()}, {"only", o.only},
+                    {"refine", refine_method_name(o.refine.method)}, {"sde_pattern", to_string(o.refine.pattern)},
+                    {"lwc", o.refine.lwc}, {"refine_steps", o.refine.steps}, {"refine_lr", o.refine.lr},
+                    {"refine_lambda", o.refine.lambda}};
   rep["layers"] = nlohmann::ordered_json::array();
 
   std::vector<std::string> quantized;
@@ -447,6 +504,9 @@ inline run_summary run(const options& o, std::ostream& log) {
         }
         meta["yaqa.layer." + name] = layer_meta.dump();
 
+        if (o.refine.enabled())
+          layer_meta["refine"] = {{"method", refine_method_name(lr.refine.method)}, {"pattern", lr.refine.pattern},
+                                  {"lwc", lr.refine.lwc}, {"best_step", lr.refine.best_step}};
         nlohmann::ordered_json times = nlohmann::ordered_json::object();
         for (const auto& st : lr.times) times[st.stage] = st.seconds;
         rep["layers"].push_back({{"name", name},
@@ -469,12 +529,17 @@ inline run_summary run(const options& o, std::ostream& log) {
                                  {"h_out_replaced_by_identity", lr.out.replaced_by_identity},
                                  {"seconds", lr.seconds},
                                  {"stages", times}});
+        if (o.refine.enabled()) rep["layers"].back()["refine"] = detail::refine_json(lr.refine);
         ++k;
         if (!o.quiet) {
           log << "[" << k << "/" << plan.size() << "] " << name << " [" << m << "x" << n << "] "
               << method_name(lr.algorithm) << " proxy " << detail::fmt(lr.relative_proxy) << " (rtn "
               << detail::fmt(lr.baseline_relative_proxy) << ") damp " << detail::fmt(lr.damp_in, 3) << "/"
-              << detail::fmt(lr.damp_out, 3) << (lr.feedback ? "" : " NO FEEDBACK: " + lr.fallback_reason) << " "
+              << detail::fmt(lr.damp_out, 3) << (lr.feedback ? "" : " NO FEEDBACK: " + lr.fallback_reason)
+              << (o.refine.enabled() ? " refine " + detail::fmt(lr.refine.loss_unrefined / lr.refine.normalizer) + " -> " +
+                                           detail::fmt(lr.refine.loss / lr.refine.normalizer)
+                                     : std::string())
+              << " "
               << std::fixed << std::setprecision(2) << lr.seconds << " s" << std::defaultfloat << std::endl;
         }
       });

@@ -60,6 +60,10 @@ concept Quantizer =
 struct batched_tiles {};
 //! The quantizer can run on a CUDA device (trivially copyable, device-callable quantize).
 struct device_capable {};
+//! The quantizer's range can be learned (OmniQuant's learnable weight clipping, LWC): it provides
+//! `q.fit_clipped(w, c_hi, c_lo)` and `q.clip_backward(w, p, c_hi, c_lo, g, d_hi, d_lo)` (see
+//! docs/refine.md and the ClippableQuantizer concept in <yaqa/refine/clipping.hpp>).
+struct learnable_clipping {};
 
 template <class Q, class Prop>
 inline constexpr bool quantizer_property = false;

@@ -102,35 +102,60 @@ class int_grid {
   [[nodiscard]] params_type fit(matrix_view<const T> w) const {
     constexpr const char* what = "yaqa::int_grid::fit";
     detail::check_fit_input(what, w);
-    const index m = w.rows, n = w.cols;
-    std::vector<T> xmin(static_cast<std::size_t>(m), T(0)), xmax(static_cast<std::size_t>(m), T(0));
-    // min(0, min(row)) == min over {0} U row, so starting from 0 gives GPTQ's clamp for free.
-    for (index j = 0; j < n; ++j)
-      for (index i = 0; i < m; ++i) {
-        const T x = w(i, j);
-        xmin[i] = std::min(xmin[i], x);
-        xmax[i] = std::max(xmax[i], x);
-      }
-    params_type p;
-    p.scale.resize(static_cast<std::size_t>(m));
-    p.zero.resize(static_cast<std::size_t>(m));
-    for (index i = 0; i < m; ++i) {
-      T lo = xmin[i], hi = xmax[i];
-      if (opt_.sym) {
-        hi = std::max(std::abs(lo), hi);
-        if (lo < T(0)) lo = -hi;
-      }
-      if (lo == T(0) && hi == T(0)) {
-        lo = T(-1);
-        hi = T(1);
-      }
-      xmin[i] = lo;
-      xmax[i] = hi;
-      p.scale[i] = (hi - lo) / maxq_;
-      p.zero[i] = opt_.sym ? (maxq_ + T(1)) / T(2) : std::nearbyint(-lo / p.scale[i]);
-    }
+    std::vector<T> xmin, xmax;
+    params_type p = fit_range(w, nullptr, nullptr, xmin, xmax);
     if (opt_.mse) mse_search(w, xmin, xmax, p);
     return p;
+  }
+
+  //! Learnable weight clipping (OmniQuant's LWC): fit() with the row range shrunk by per-row
+  //! factors, xmax_i = c_hi[i] * max(0, max row i), xmin_i = c_lo[i] * min(0, min row i), then
+  //! the usual scale and zero. Symmetric grids clip their symmetric range by c_hi only (c_lo is
+  //! ignored). Factors must be in (0, 1]; all ones gives fit() without the MSE search (the
+  //! learned clip replaces it).
+  [[nodiscard]] params_type fit_clipped(matrix_view<const T> w, const T* c_hi, const T* c_lo) const {
+    constexpr const char* what = "yaqa::int_grid::fit_clipped";
+    detail::check_fit_input(what, w);
+    check_clip_factors(what, w.rows, c_hi, c_lo);
+    std::vector<T> xmin, xmax;
+    return fit_range(w, c_hi, c_lo, xmin, xmax);
+  }
+
+  //! Backward pass of quantize() for the straight-through estimator (round has derivative 1),
+  //! with p = fit_clipped(w, c_hi, c_lo) and the zero point held fixed (it is rounded, as in
+  //! OmniQuant). On entry g holds dL/dWhat on w's region; on exit dL/dw through the round path
+  //! (elements whose code was clamped get 0), and d_hi[i] / d_lo[i] receive += dL/dc_hi[i] /
+  //! dL/dc_lo[i] through the scale: dWhat/ds = (q - zero) - (in range ? x / s : 0).
+  void clip_backward(matrix_view<const T> w, const params_type& p, const T* c_hi, const T* c_lo,
+                     matrix_view<T> g, T* d_hi, T* d_lo) const {
+    constexpr const char* what = "yaqa::int_grid::clip_backward";
+    check_shape(what, "g", g, w.rows, w.cols);
+    detail::require<shape_error>(p.rows() == w.rows, what, ": params have ", p.rows(),
+                                 " rows, argument 'w' has ", w.rows);
+    check_clip_factors(what, w.rows, c_hi, c_lo);
+    const index m = w.rows, n = w.cols;
+    std::vector<T> ds(static_cast<std::size_t>(m), T(0)), xmin(static_cast<std::size_t>(m), T(0)),
+        xmax(static_cast<std::size_t>(m), T(0));
+    for (index j = 0; j < n; ++j)
+      for (index i = 0; i < m; ++i) {
+        const T x = w(i, j), s = p.scale[i], z = p.zero[i];
+        xmin[i] = std::min(xmin[i], x);
+        xmax[i] = std::max(xmax[i], x);
+        const T r = std::nearbyint(x / s) + z;
+        const bool in = r >= T(0) && r <= maxq_;
+        const T q = std::min(std::max(r, T(0)), maxq_);
+        ds[i] += g(i, j) * ((q - z) - (in ? x / s : T(0)));
+        if (!in) g(i, j) = T(0);
+      }
+    for (index i = 0; i < m; ++i) {
+      if (xmin[i] == T(0) && xmax[i] == T(0)) continue;  // the fixed [-1, 1] range: no gradient
+      if (opt_.sym) {
+        d_hi[i] += ds[i] * p.scale[i] / c_hi[i];  // the scale is linear in c_hi
+      } else {
+        d_hi[i] += ds[i] * xmax[i] / maxq_;
+        d_lo[i] -= ds[i] * xmin[i] / maxq_;
+      }
+    }
   }
 
   //! Rounds target (rows [row0, row0 + r) of the fitted region) elementwise. Thread-safe.
@@ -179,6 +204,53 @@ class int_grid {
   }
 
  private:
+  static void check_clip_factors(const char* what, index rows, const T* c_hi, const T* c_lo) {
+    detail::require(c_hi != nullptr && c_lo != nullptr, what, ": clip factors must not be null");
+    for (index i = 0; i < rows; ++i)
+      detail::require(c_hi[i] > T(0) && c_hi[i] <= T(1) && c_lo[i] > T(0) && c_lo[i] <= T(1), what,
+                      ": clip factors of row ", i, " are (", c_hi[i], ", ", c_lo[i],
+                      "); expected values in (0, 1]");
+  }
+
+  //! GPTQ's range rule per row, optionally shrunk by clip factors (null: none). Leaves the
+  //! clipped range in xmin / xmax (the MSE search starts from it).
+  params_type fit_range(matrix_view<const T> w, const T* c_hi, const T* c_lo, std::vector<T>& xmin,
+                        std::vector<T>& xmax) const {
+    const index m = w.rows, n = w.cols;
+    xmin.assign(static_cast<std::size_t>(m), T(0));
+    xmax.assign(static_cast<std::size_t>(m), T(0));
+    // min(0, min(row)) == min over {0} U row, so starting from 0 gives GPTQ's clamp for free.
+    for (index j = 0; j < n; ++j)
+      for (index i = 0; i < m; ++i) {
+        const T x = w(i, j);
+        xmin[i] = std::min(xmin[i], x);
+        xmax[i] = std::max(xmax[i], x);
+      }
+    params_type p;
+    p.scale.resize(static_cast<std::size_t>(m));
+    p.zero.resize(static_cast<std::size_t>(m));
+    for (index i = 0; i < m; ++i) {
+      T lo = xmin[i], hi = xmax[i];
+      if (opt_.sym) {
+        hi = std::max(std::abs(lo), hi);
+        if (c_hi) hi *= c_hi[i];
+        if (lo < T(0)) lo = -hi;
+      } else if (c_hi) {
+        hi *= c_hi[i];
+        lo *= c_lo[i];
+      }
+      if (lo == T(0) && hi == T(0)) {
+        lo = T(-1);
+        hi = T(1);
+      }
+      xmin[i] = lo;
+      xmax[i] = hi;
+      p.scale[i] = (hi - lo) / maxq_;
+      p.zero[i] = opt_.sym ? (maxq_ + T(1)) / T(2) : std::nearbyint(-lo / p.scale[i]);
+    }
+    return p;
+  }
+
   //! GPTQ's clipping search. Rows are independent, so chunks of rows run in parallel (OpenMP,
   //! a partition fixed by the shape: bit-identical for any thread count; serial when called
   //! from inside another parallel region).
@@ -233,5 +305,8 @@ class int_grid {
   int_grid_options opt_;
   T maxq_ = T(15);
 };
+
+template <Scalar T>
+inline constexpr bool quantizer_property<int_grid<T>, learnable_clipping> = true;
 
 }  // namespace yaqa

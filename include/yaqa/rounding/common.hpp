@@ -58,6 +58,12 @@ index checked_group_cols(const char* what, const Q& q, index m, index n) {
   return g;
 }
 
+//! Throws invalid_argument unless `given` parameter groups were passed for `expected` groups.
+inline void check_param_count(const char* what, std::size_t given, index expected) {
+  require(static_cast<index>(given) == expected, what, ": got ", given, " parameter groups; expected ",
+          expected, " (one per group of input columns)");
+}
+
 //! Fits one params per group from w (GPTQ "static groups"): params[k] from columns [k g, (k+1) g).
 template <Quantizer Q>
 std::vector<typename Q::params_type> fit_groups(const Q& q, matrix_view<const scalar_of<Q>> w,

@@ -60,7 +60,8 @@ struct gptq_setup {
 
 template <Backend B, Quantizer Q>
 gptq_setup<Q> gptq_prepare(const char* what, const B& be, const Q& q, matrix_view<const scalar_of<Q>> w,
-                           matrix_view<const scalar_of<Q>> h, const gptq_options& opt) {
+                           matrix_view<const scalar_of<Q>> h, const gptq_options& opt,
+                           const std::vector<typename Q::params_type>* preset = nullptr) {
   using T = scalar_of<Q>;
   const index m = w.rows, n = w.cols;
   check_shape(what, "H", h, n, n);
@@ -80,9 +81,15 @@ gptq_setup<Q> gptq_prepare(const char* what, const B& be, const Q& q, matrix_vie
       H(i, i) = 1;
       s.W.col(i).setZero();
     }
-  s.lazy = !opt.static_groups && s.g != n;
-  if (!s.lazy) s.params = detail::fit_groups(q, view(std::as_const(s.W)), s.g);  // static / per channel
-  else s.params.resize(static_cast<std::size_t>(n / s.g));
+  s.lazy = !opt.static_groups && s.g != n && preset == nullptr;
+  if (preset) {  // given parameters (a learned grid): static-group semantics
+    check_param_count(what, preset->size(), n / s.g);
+    s.params = *preset;
+  } else if (!s.lazy) {
+    s.params = detail::fit_groups(q, view(std::as_const(s.W)), s.g);  // static / per channel
+  } else {
+    s.params.resize(static_cast<std::size_t>(n / s.g));
+  }
 
   // act-order: permute W and H by descending diag(H) (stable, as torch.argsort on a CPU tensor
   // of distinct values; ties keep index order).
@@ -141,17 +148,17 @@ gptq_result<Q> gptq_finish(gptq_setup<Q>&& s, matrix<scalar_of<Q>>&& Qm, matrix<
 
 }  // namespace detail
 
-//! GPTQ on w (m x n) with the n x n Hessian h (e.g. X^T X; it need not be normalized).
+namespace detail {
+
 template <Backend B, Quantizer Q>
-  requires accessible_from<B, host_space>
-gptq_result<Q> gptq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
-                    matrix_view<const scalar_of<Q>> h, const gptq_options& opt = {}) {
+gptq_result<Q> gptq_run(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w, matrix_view<const scalar_of<Q>> h,
+                        const gptq_options& opt, const std::vector<typename Q::params_type>* preset) {
   using T = scalar_of<Q>;
   using code_t = typename Q::code_type;
   const index m = w.rows, n = w.cols;
   const B be = detail::pin_threads(b);
   const cpu_backend host = detail::host_backend(be);
-  auto s = detail::gptq_prepare("yaqa::gptq", be, q, w, h, opt);
+  auto s = detail::gptq_prepare("yaqa::gptq", be, q, w, h, opt, preset);
   matrix<T>& W = s.W;
   const matrix<T>& U = s.U;
   const index g = s.g;
@@ -191,6 +198,25 @@ gptq_result<Q> gptq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
   }
   for (double l : chunk_loss) s.res.loss += l;
   return detail::gptq_finish(std::move(s), std::move(Qm), std::move(codes));
+}
+
+}  // namespace detail
+
+//! GPTQ on w (m x n) with the n x n Hessian h (e.g. X^T X; it need not be normalized).
+template <Backend B, Quantizer Q>
+  requires accessible_from<B, host_space>
+gptq_result<Q> gptq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
+                    matrix_view<const scalar_of<Q>> h, const gptq_options& opt = {}) {
+  return detail::gptq_run(b, q, w, h, opt, nullptr);
+}
+
+//! GPTQ with the given parameters (one per group, e.g. a learned grid), used as static groups
+//! (option static_groups is implied).
+template <Backend B, Quantizer Q>
+  requires accessible_from<B, host_space>
+gptq_result<Q> gptq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w, matrix_view<const scalar_of<Q>> h,
+                    const gptq_options& opt, const std::vector<typename Q::params_type>& params) {
+  return detail::gptq_run(b, q, w, h, opt, &params);
 }
 
 template <Quantizer Q>

@@ -20,6 +20,7 @@
 #include <yaqa/linalg/damping.hpp>
 #include <yaqa/linalg/hadamard.hpp>
 #include <yaqa/linalg/preprocess.hpp>
+#include <yaqa/refine/refine.hpp>
 #include <yaqa/rounding/gptq.hpp>
 #include <yaqa/rounding/ldlq.hpp>
 #include <yaqa/rounding/proxy.hpp>
@@ -54,6 +55,10 @@ struct rounding_options {
   bool act_order = false;
   bool static_groups = false;
   bool report_baseline = true;   //!< also report the RTN proxy with the same quantizer ("before")
+  //! LSI / SDE / LWC before rounding, on the method's own objective in the rotated basis
+  //! (docs/refine.md): RTN rounds the refined W' on the learned grid; GPTQ / LDLQ / YAQA round
+  //! with the learned grid (refine.handover says whether the target is W or W').
+  refine_options refine{};
 
   //! Throws invalid_argument (naming the option and the dims) when the options cannot work for an
   //! m x n layer and quantizer Q.
@@ -78,6 +83,7 @@ struct rounding_options {
       detail::require(tile_cols % Q::unit_cols == 0, what, ": the LDLQ block ", tile_cols,
                       " must be a multiple of the quantizer's unit width ", Q::unit_cols);
     }
+    refine.validate(m, n, ClippableQuantizer<Q>);
     if (algorithm == method::gptq) {
       detail::require(Q::unit_rows == 1 && Q::unit_cols == 1, what,
                       ": gptq needs a scalar quantizer (unit 1x1); this one's unit is ", Q::unit_rows, "x",
@@ -118,6 +124,9 @@ struct layer_report {
   bool feedback = true;              //!< false: factorization failed, rounded without feedback
   std::string fallback_reason;
   factor_report in, out;             //!< normalization, dead inputs, identity fallback
+  //! The refinement stage (method none when rounding_options::refine is off); its losses are
+  //! the method's own objective in the rotated, damped basis (divide by normalizer).
+  refine_report refine;
   std::vector<stage_time> times;
   double seconds = 0;
 };
@@ -226,15 +235,48 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
   }
   lap("factor");
 
-  // 4. round
+  // 3b. refine: learn W' and/or the grid on the method's objective (the one the report's
+  // relative_proxy measures: two-sided for YAQA, tr(dW H_in dW^T) otherwise), damped like the
+  // factors (GPTQ factors later, inside its loop: its first damp)
   rounded<Q>& out = res;
-  if (!rep.feedback || opt.algorithm == method::rtn) {
+  std::optional<std::vector<typename Q::params_type>> grid;
+  matrix<T> target_refined;
+  bool rounded_by_refine = false;
+  if (opt.refine.enabled()) {
+    const double di = opt.algorithm == method::gptq ? opt.damping.sigma : rep.damp_in;
+    matrix<T> hin_d = hin.template cast<T>();
+    hin_d.diagonal().array() += T(di);
+    matrix<T> hout_d;
+    if (two_sided) {
+      hout_d = hout.template cast<T>();
+      hout_d.diagonal().array() += T(rep.damp_out);
+    }
+    const kronecker_objective<T, B> objective(be, view(wr), view(std::as_const(hin_d)),
+                                              two_sided ? view(std::as_const(hout_d)) : matrix_view<const T>{});
+    refine_result<Q> rr = refine(be, q, view(wr), objective, opt.refine);
+    rep.refine = std::move(rr.report);
+    if (opt.algorithm == method::rtn || !rep.feedback) {
+      out = std::move(static_cast<rounded<Q>&>(rr));
+      rounded_by_refine = true;
+    } else {
+      grid = std::move(rr.params);
+      if (opt.refine.handover == refine_handover::weights) target_refined = std::move(rr.refined);
+    }
+  }
+  const auto target = target_refined.size() > 0 ? view(std::as_const(target_refined)) : view(wr);
+  lap("refine");
+
+  // 4. round
+  if (rounded_by_refine) {
+  } else if (!rep.feedback || opt.algorithm == method::rtn) {
     out = rtn(be, q, view(wr));
   } else if (opt.algorithm == method::ldlq) {
-    out = ldlq(be, q, view(wr), view(std::as_const(l_in)), opt.tile_cols);
+    out = grid ? ldlq(be, q, target, view(std::as_const(l_in)), opt.tile_cols, std::move(*grid))
+               : ldlq(be, q, target, view(std::as_const(l_in)), opt.tile_cols);
   } else if (opt.algorithm == method::yaqa) {
-    out = yaqa_round(be, q, view(wr), view(std::as_const(l_in)), view(std::as_const(l_out)),
-                     yaqa_options{opt.tile_rows, opt.tile_cols, opt.ordering});
+    const yaqa_options yo{opt.tile_rows, opt.tile_cols, opt.ordering};
+    out = grid ? yaqa_round(be, q, target, view(std::as_const(l_in)), view(std::as_const(l_out)), yo, std::move(*grid))
+               : yaqa_round(be, q, target, view(std::as_const(l_in)), view(std::as_const(l_out)), yo);
   } else {
     if constexpr (Q::unit_rows == 1 && Q::unit_cols == 1) {
       gptq_options go;
@@ -243,7 +285,7 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
       go.static_groups = opt.static_groups;
       go.damping = opt.damping;
       const matrix<T> hin_t = hin.template cast<T>();
-      auto g = gptq(be, q, view(wr), view(hin_t), go);
+      auto g = grid ? gptq(be, q, target, view(hin_t), go, *grid) : gptq(be, q, target, view(hin_t), go);
       rep.damp_in = g.damp;
       rep.attempts_in = g.attempts;
       rep.feedback = g.feedback;

@@ -13,12 +13,23 @@ template <Backend B, Quantizer Q>
   requires accessible_from<B, host_space>
 rounded<Q> ldlq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
                 matrix_view<const scalar_of<Q>> l, index block) {
+  const index g = detail::checked_group_cols("yaqa::ldlq", q, w.rows, w.cols);
+  detail::check_sweep_inputs<Q>("yaqa::ldlq", w, l, {}, Q::unit_rows, block);
+  return ldlq(b, q, w, l, block, detail::fit_groups(q, w, g));
+}
+
+//! ldlq with the given parameters (one per group, e.g. a learned grid) instead of fitting them.
+template <Backend B, Quantizer Q>
+  requires accessible_from<B, host_space>
+rounded<Q> ldlq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
+                matrix_view<const scalar_of<Q>> l, index block, std::vector<typename Q::params_type> params) {
   const index m = w.rows, n = w.cols;
   const index g = detail::checked_group_cols("yaqa::ldlq", q, m, n);
   detail::check_sweep_inputs<Q>("yaqa::ldlq", w, l, {}, Q::unit_rows, block);
+  detail::check_param_count("yaqa::ldlq", params.size(), n / g);
   const B be = detail::pin_threads(b);
   auto r = detail::make_rounded<Q>(m, n);
-  r.params = detail::fit_groups(q, w, g);
+  r.params = std::move(params);
   // Rows are independent in one-sided LDLQ: tiles as tall as a super-block.
   auto sh = detail::make_sweep_shape(Q::unit_rows, block);
   const index tall = std::min(detail::round_up_to(128, Q::unit_rows), detail::round_up_to(m, Q::unit_rows));

@@ -21,12 +21,25 @@ template <Backend B, Quantizer Q>
 rounded<Q> yaqa_round(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
                       matrix_view<const scalar_of<Q>> l_in, matrix_view<const scalar_of<Q>> l_out,
                       const yaqa_options& opt = {}) {
+  const index g = detail::checked_group_cols("yaqa::yaqa_round", q, w.rows, w.cols);
+  detail::check_sweep_inputs<Q>("yaqa::yaqa_round", w, l_in, l_out, opt.tile_rows, opt.tile_cols);
+  return yaqa_round(b, q, w, l_in, l_out, opt, detail::fit_groups(q, w, g));
+}
+
+//! yaqa_round with the given parameters (one per group, e.g. a learned grid) instead of fitting
+//! them from w.
+template <Backend B, Quantizer Q>
+  requires accessible_from<B, host_space>
+rounded<Q> yaqa_round(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
+                      matrix_view<const scalar_of<Q>> l_in, matrix_view<const scalar_of<Q>> l_out,
+                      const yaqa_options& opt, std::vector<typename Q::params_type> params) {
   const index m = w.rows, n = w.cols;
   const index g = detail::checked_group_cols("yaqa::yaqa_round", q, m, n);
   detail::check_sweep_inputs<Q>("yaqa::yaqa_round", w, l_in, l_out, opt.tile_rows, opt.tile_cols);
+  detail::check_param_count("yaqa::yaqa_round", params.size(), n / g);
   const B be = detail::pin_threads(b);
   auto r = detail::make_rounded<Q>(m, n);
-  r.params = detail::fit_groups(q, w, g);
+  r.params = std::move(params);
   const bool use_wavefront =
       opt.ordering == yaqa_ordering::wavefront ||
       (opt.ordering == yaqa_ordering::automatic && quantizer_with<Q, batched_tiles>);
