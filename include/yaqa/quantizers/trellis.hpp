@@ -45,6 +45,7 @@
 #include <span>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -457,6 +458,110 @@ trellis_workspace<T>& trellis_scratch() {
 //! so no choice changes in practice, and a walk's cost (<= 256 (2^20 + 4)^2) never overflows.
 inline constexpr double trellis_target_limit = 1048576.0;
 
+//! Groups per chunk of a Viterbi step: best[] of a chunk stays in L1.
+inline constexpr int trellis_chunk_groups = 64;
+
+//! One chunk of step t of trellis_viterbi: groups [r0, r0 + c) of 2^(L-KV), their min over the
+//! 2^KV predecessors in `cur` (back pointers to bpt), and the new costs of their successors in
+//! `nxt`. C > 0: c == C, a compile-time constant, so the loops need no remainder code (what
+//! fixing L at compile time would buy; see the benchmarks); C == 0: c given at run time.
+template <class T, int KV, int V, int C>
+inline void trellis_chunk(const T* cur, T* nxt, std::uint8_t* bpt, const T* v0, const T* v1, std::size_t G,
+                          std::size_t r0, int c_runtime, T x0, T x1) {
+  constexpr int ns = 1 << KV;
+  constexpr int chunk = trellis_chunk_groups;
+  const int c = C > 0 ? C : c_runtime;
+  alignas(64) T best[chunk];
+  alignas(64) T arg[chunk];  // predecessor's top bits, as T: same lane width as the costs
+  if constexpr (KV <= 4) {
+    // Few predecessors: each lane keeps its running min in a register (vectorized over r).
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+    for (int j = 0; j < c; ++j) {
+      T b = cur[r0 + static_cast<std::size_t>(j)], a = T(0);
+      for (int h = 1; h < ns; ++h) {
+        const T x = cur[static_cast<std::size_t>(h) * G + r0 + static_cast<std::size_t>(j)];
+        const bool lt = x < b;
+        b = lt ? x : b;
+        a = lt ? static_cast<T>(h) : a;
+      }
+      best[j] = b;
+      arg[j] = a;
+    }
+  } else {
+    // Many predecessors: passes over the chunk, three predecessor blocks per pass (their min
+    // first, then one merge: a third of the loads and stores of best[] and arg[]). Strict <
+    // everywhere keeps the first predecessor on ties, as a sequential scan would.
+    for (int j = 0; j < c; ++j) {
+      best[j] = cur[r0 + static_cast<std::size_t>(j)];
+      arg[j] = T(0);
+    }
+    int h = 1;
+    for (; h + 2 < ns; h += 3) {
+      const T* s0 = cur + static_cast<std::size_t>(h) * G + r0;
+      const T* s1 = s0 + G;
+      const T* s2 = s1 + G;
+      const T hv = static_cast<T>(h);
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+      for (int j = 0; j < c; ++j) {
+        T m = s0[j], a = hv;
+        bool lt = s1[j] < m;
+        m = lt ? s1[j] : m;
+        a = lt ? hv + T(1) : a;
+        lt = s2[j] < m;
+        m = lt ? s2[j] : m;
+        a = lt ? hv + T(2) : a;
+        lt = m < best[j];
+        best[j] = lt ? m : best[j];
+        arg[j] = lt ? a : arg[j];
+      }
+    }
+    for (; h < ns; ++h) {
+      const T* src = cur + static_cast<std::size_t>(h) * G + r0;
+      const T hv = static_cast<T>(h);
+      for (int j = 0; j < c; ++j) {
+        const bool lt = src[j] < best[j];
+        best[j] = lt ? src[j] : best[j];
+        arg[j] = lt ? hv : arg[j];
+      }
+    }
+  }
+  for (int j = 0; j < c; ++j) bpt[r0 + static_cast<std::size_t>(j)] = static_cast<std::uint8_t>(arg[j]);
+  T* dst = nxt + r0 * ns;
+  const T* w0 = v0 + r0 * ns;
+  const T* w1 = V == 2 ? v1 + r0 * ns : nullptr;
+  auto err = [&](int q) {
+    const T d0 = x0 - w0[q];
+    T e = d0 * d0;
+    if constexpr (V == 2) {
+      const T d1 = x1 - w1[q];
+      e += d1 * d1;
+    }
+    return e;
+  };
+  if constexpr (ns >= 8) {  // a group's successors fill whole vectors: broadcast best[j]
+    for (int j = 0; j < c; ++j) {
+      const T b = best[j];
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+      for (int l = 0; l < ns; ++l) dst[j * ns + l] = b + err(j * ns + l);
+    }
+  } else {  // 2 or 4 successors: expand best first, then one contiguous loop
+    alignas(64) T expanded[chunk * ns];
+    for (int j = 0; j < c; ++j)
+      for (int l = 0; l < ns; ++l) expanded[j * ns + l] = best[j];
+    const int cn = c * ns;
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+    for (int q = 0; q < cn; ++q) dst[q] = expanded[q] + err(q);
+  }
+}
+
 //! One Viterbi pass over `steps` steps of V values each (u: steps * V codebook-unit targets).
 //! overlap < 0: free start and end; else s_0 >> KV == overlap and s_{T-1} mod 2^(L-KV) == overlap
 //! (the tail-biting constraint). Writes the minimum-error walk to states[0 .. steps) and returns
@@ -473,7 +578,7 @@ T trellis_viterbi(const T* v0, const T* v1, int l_runtime, const T* u, int steps
                   trellis_workspace<T>& ws, std::uint32_t* states) {
   const int L = LC > 0 ? LC : l_runtime;
   constexpr int ns = 1 << KV;
-  constexpr int chunk = 64;
+  constexpr int chunk = trellis_chunk_groups;
   const std::size_t S = std::size_t{1} << L;
   const std::size_t G = S >> KV;
   ws.reserve(S, G * static_cast<std::size_t>(steps));
@@ -503,97 +608,11 @@ T trellis_viterbi(const T* v0, const T* v1, int l_runtime, const T* u, int steps
   for (int t = 1; t < steps; ++t) {
     const T x0 = u[t * V], x1 = V == 2 ? u[t * V + 1] : T(0);
     std::uint8_t* bpt = bp + static_cast<std::size_t>(t) * G;
-    for (std::size_t r0 = 0; r0 < G; r0 += chunk) {
-      const int c = static_cast<int>(std::min<std::size_t>(chunk, G - r0));
-      alignas(64) T best[chunk];
-      alignas(64) T arg[chunk];  // predecessor's top bits, as T: same lane width as the costs
-      if constexpr (KV <= 4) {
-        // Few predecessors: each lane keeps its running min in a register (vectorized over r).
-#if defined(_OPENMP)
-#pragma omp simd
-#endif
-        for (int j = 0; j < c; ++j) {
-          T b = cur[r0 + static_cast<std::size_t>(j)], a = T(0);
-          for (int h = 1; h < ns; ++h) {
-            const T x = cur[static_cast<std::size_t>(h) * G + r0 + static_cast<std::size_t>(j)];
-            const bool lt = x < b;
-            b = lt ? x : b;
-            a = lt ? static_cast<T>(h) : a;
-          }
-          best[j] = b;
-          arg[j] = a;
-        }
-      } else {
-        // Many predecessors: passes over the chunk, three predecessor blocks per pass (their min
-        // first, then one merge: a third of the loads and stores of best[] and arg[]). Strict <
-        // everywhere keeps the first predecessor on ties, as a sequential scan would.
-        for (int j = 0; j < c; ++j) {
-          best[j] = cur[r0 + static_cast<std::size_t>(j)];
-          arg[j] = T(0);
-        }
-        int h = 1;
-        for (; h + 2 < ns; h += 3) {
-          const T* s0 = cur + static_cast<std::size_t>(h) * G + r0;
-          const T* s1 = s0 + G;
-          const T* s2 = s1 + G;
-          const T hv = static_cast<T>(h);
-#if defined(_OPENMP)
-#pragma omp simd
-#endif
-          for (int j = 0; j < c; ++j) {
-            T m = s0[j], a = hv;
-            bool lt = s1[j] < m;
-            m = lt ? s1[j] : m;
-            a = lt ? hv + T(1) : a;
-            lt = s2[j] < m;
-            m = lt ? s2[j] : m;
-            a = lt ? hv + T(2) : a;
-            lt = m < best[j];
-            best[j] = lt ? m : best[j];
-            arg[j] = lt ? a : arg[j];
-          }
-        }
-        for (; h < ns; ++h) {
-          const T* src = cur + static_cast<std::size_t>(h) * G + r0;
-          const T hv = static_cast<T>(h);
-          for (int j = 0; j < c; ++j) {
-            const bool lt = src[j] < best[j];
-            best[j] = lt ? src[j] : best[j];
-            arg[j] = lt ? hv : arg[j];
-          }
-        }
-      }
-      for (int j = 0; j < c; ++j) bpt[r0 + static_cast<std::size_t>(j)] = static_cast<std::uint8_t>(arg[j]);
-      T* dst = nxt + r0 * ns;
-      const T* w0 = v0 + r0 * ns;
-      const T* w1 = V == 2 ? v1 + r0 * ns : nullptr;
-      auto err = [&](int q) {
-        const T d0 = x0 - w0[q];
-        T e = d0 * d0;
-        if constexpr (V == 2) {
-          const T d1 = x1 - w1[q];
-          e += d1 * d1;
-        }
-        return e;
-      };
-      if constexpr (ns >= 8) {  // a group's successors fill whole vectors: broadcast best[j]
-        for (int j = 0; j < c; ++j) {
-          const T b = best[j];
-#if defined(_OPENMP)
-#pragma omp simd
-#endif
-          for (int l = 0; l < ns; ++l) dst[j * ns + l] = b + err(j * ns + l);
-        }
-      } else {  // 2 or 4 successors: expand best first, then one contiguous loop
-        alignas(64) T expanded[chunk * ns];
-        for (int j = 0; j < c; ++j)
-          for (int l = 0; l < ns; ++l) expanded[j * ns + l] = best[j];
-        const int cn = c * ns;
-#if defined(_OPENMP)
-#pragma omp simd
-#endif
-        for (int q = 0; q < cn; ++q) dst[q] = expanded[q] + err(q);
-      }
+    if (G >= static_cast<std::size_t>(chunk)) {  // G is a power of two: a multiple of chunk
+      for (std::size_t r0 = 0; r0 < G; r0 += chunk)
+        trellis_chunk<T, KV, V, chunk>(cur, nxt, bpt, v0, v1, G, r0, chunk, x0, x1);
+    } else {
+      trellis_chunk<T, KV, V, 0>(cur, nxt, bpt, v0, v1, G, 0, static_cast<int>(G), x0, x1);
     }
     std::swap(cur, nxt);
   }
