@@ -495,7 +495,7 @@ TEMPLATE_TEST_CASE("trellis through rtn, ldlq and yaqa_round (wavefront) on a 48
   yaqa_options wf;
   wf.ordering = yaqa_ordering::wavefront;
   const auto yw = yaqa_round(q, view(lay.w), view(lay.l_in), view(lay.l_out), wf);
-  CHECK(yw.codes == y.codes);  // automatic ordering picked the wavefront (batched_tiles)
+  CHECK(yw.codes == y.codes);  // automatic picks the wavefront for batched_tiles quantizers
   CHECK(yw.weights == y.weights);
 
   const auto dw = [&](const matrix<T>& what) { return matrix<T>(lay.w - what); };
