@@ -5,8 +5,8 @@
 //! - Any compiler: cuda_backend, device buffers and copies, backend_ops<cuda_backend>
 //!   (cuBLAS / cuSOLVER calls), and the device Hessian accumulators cuda::second_moment,
 //!   cuda::sketch_a and cuda::sketch_b (cuBLAS only).
-//! - nvcc only (a .cu file): the kernels, i.e. hadamard_apply, the int_grid quantize kernel and
-//!   yaqa::cuda::yaqa_round / ldlq / gptq (docs/cuda.md).
+//! - nvcc only (a .cu file): the kernels, i.e. hadamard_apply, the int_grid quantize kernel,
+//!   yaqa::cuda::yaqa_round / ldlq / gptq, and the trellis quantize / reconstruct (docs/cuda.md).
 #if !defined(YAQA_HAS_CUDA)
 #error "<yaqa/cuda.hpp> needs the yaqa::cuda target (YAQA_HAS_CUDA); link yaqa::cuda or include <yaqa/yaqa.hpp>"
 #endif
@@ -23,4 +23,5 @@
 #include <yaqa/backend/cuda/kernels/int_grid.cuh>
 #include <yaqa/backend/cuda/kernels/rounding.cuh>
 #include <yaqa/backend/cuda/kernels/gptq.cuh>
+#include <yaqa/backend/cuda/kernels/trellis.cuh>
 #endif

@@ -18,6 +18,7 @@
 #include <yaqa/quantizers/e8p.hpp>
 #include <yaqa/quantizers/nonuniform_grid.hpp>
 #include <yaqa/quantizers/rtn_grid.hpp>
+#include <yaqa/quantizers/trellis.hpp>
 
 #include <yaqa/hessian/accumulator.hpp>
 #include <yaqa/hessian/common.hpp>
