@@ -39,6 +39,14 @@
 #include <yaqa/io/safetensors.hpp>
 #include <yaqa/io/tensor.hpp>
 
+#include <yaqa/refine/adam.hpp>
+#include <yaqa/refine/clipping.hpp>
+#include <yaqa/refine/cross_layer.hpp>
+#include <yaqa/refine/objective.hpp>
+#include <yaqa/refine/pattern.hpp>
+#include <yaqa/refine/refine.hpp>
+#include <yaqa/refine/spectral.hpp>
+
 #include <yaqa/rounding/common.hpp>
 #include <yaqa/rounding/gptq.hpp>
 #include <yaqa/rounding/layer.hpp>

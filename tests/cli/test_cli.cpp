@@ -38,6 +38,26 @@ TEST_CASE("parse: defaults and every option", "[cli]") {
   CHECK(o.only == "mlp");
   CHECK(cli_parse({"--weights", "w", "--hessians", "h", "--out", "o", "--quantizer", "e8p"}).bits == 2);
   CHECK(cli_parse({"--weights", "w", "--hessians", "h", "--out", "o", "--asym", "--mse"}).asym);
+
+  const auto r = cli_parse({"--weights", "w", "--hessians", "h", "--out", "o", "--refine", "sde", "--sde-pattern",
+                            "band:3", "--lwc", "--refine-steps", "7", "--refine-lr", "0.01", "--refine-lambda", "0.5"});
+  CHECK(r.refine.method == refine_method::sde);
+  CHECK(r.refine.pattern == sde_pattern{sde_shape::band, 3});
+  CHECK(r.refine.lwc);
+  CHECK(r.refine.steps == 7);
+  CHECK(r.refine.lr == 0.01);
+  CHECK(r.refine.lambda == 0.5);
+  CHECK(cli_parse({"--weights", "w", "--hessians", "h", "--out", "o"}).refine.method == refine_method::none);
+  const auto t = cli_parse({"--weights", "w", "--hessians", "h", "--out", "o", "--quantizer", "trellis", "--trellis",
+                            "12,3,1,1mad"});
+  CHECK(t.quantizer == cli::quantizer_kind::trellis);
+  CHECK(t.trellis.l == 12);
+  CHECK(t.trellis.k == 3);
+  CHECK(t.trellis.v == 1);
+  CHECK(t.trellis.code == trellis_code::one_mad);
+  CHECK(t.bits == 3);
+  CHECK(cli_parse({"--weights", "w", "--hessians", "h", "--out", "o", "--quantizer", "trellis", "--bits", "2"}).trellis.k ==
+        2);
 }
 
 TEST_CASE("parse: --help documents every option", "[cli]") {
@@ -46,7 +66,8 @@ TEST_CASE("parse: --help documents every option", "[cli]") {
   CHECK_FALSE(r.opts);
   for (const char* opt : {"--weights", "--hessians", "--out", "--method", "--quantizer", "--bits", "--group-size",
                           "--asym", "--mse", "--rht", "--no-rht", "--sketch", "--tile", "--damp", "--seed", "--threads",
-                          "--report", "--only", "--quiet"})
+                          "--report", "--only", "--quiet", "--refine", "--sde-pattern", "--lwc", "--refine-steps",
+                          "--refine-lr", "--refine-lambda", "--trellis"})
     CHECK_THAT(r.message, Catch::Contains(opt));
 }
 
@@ -82,6 +103,21 @@ TEST_CASE("parse: usage errors exit 2 and name the option", "[cli]") {
       {{"--only", std::string(1001, 'a')}, "--only is 1001 characters long"},
       {{"--seed", "-1"}, "--seed"},
       {{"--frobnicate"}, "--frobnicate"},
+      {{"--refine", "omni"}, "--refine"},
+      {{"--refine", "sde", "--sde-pattern", "band"}, "'band' needs a size"},
+      {{"--refine", "sde", "--sde-pattern", "topleft:0"}, "needs a block size K >= 1"},
+      {{"--refine", "lsi", "--sde-pattern", "full"}, "--sde-pattern applies to --refine sde only"},
+      {{"--refine-steps", "-3"}, "--refine-steps must be >= 0"},
+      {{"--refine-lr", "0"}, "--refine-lr must be finite and > 0"},
+      {{"--refine-lambda", "-1"}, "--refine-lambda must be finite and >= 0"},
+      {{"--quantizer", "e8p", "--lwc"}, "--lwc (learnable clipping) applies to --quantizer int only"},
+      {{"--quantizer", "trellis", "--trellis", "16,2"}, "--trellis expects L,K,V,CODE"},
+      {{"--quantizer", "trellis", "--trellis", "16,2,0,nf4"}, "--trellis expects L,K,V,CODE"},
+      {{"--quantizer", "trellis", "--trellis", "20,2,0,hyb"}, "l"},
+      {{"--quantizer", "trellis", "--trellis", "16,2,0,hyb", "--bits", "3"}, "disagrees with K = 2"},
+      {{"--quantizer", "trellis", "--bits", "5"}, "--bits must be 1..4 for --quantizer trellis"},
+      {{"--quantizer", "trellis", "--method", "gptq"}, "gptq needs a scalar quantizer"},
+      {{"--trellis", "16,2,0,hyb"}, "--trellis applies to --quantizer trellis only"},
   };
   for (const auto& [extra, expected] : cases) {
     std::vector<std::string> args = extra.front() == "--hessians" ? extra : base;
@@ -299,6 +335,83 @@ TEST_CASE("run: every quantizer writes codes of its unit and a params table", "[
       const auto meta = nlohmann::json::parse(q.metadata().at("yaqa.layer.blk.0.up.weight"));
       CHECK(meta["unit"][1].get<yaqa::index>() == c.unit_cols);
       CHECK(meta["qparams_fields"].size() == std::size_t(c.fields));
+    }
+  }
+}
+
+TEST_CASE("run: --quantizer trellis writes one bitstream per tile that rebuilds the weights", "[cli]") {
+  temp_dir dir;
+  write_cli_model(dir.path());
+  std::ostringstream log;
+  const auto opts = cli_parse(cli_args(dir.path(), {"--quantizer", "trellis", "--trellis", "10,2,0,3inst", "--method",
+                                                    "ldlq", "--no-rht"}));
+  (void)cli::run(opts, log);
+  const safetensors_file q(dir / "Q.safetensors");
+  const trellis<float> tq(opts.trellis);
+  for (const auto& l : cli_model{}.layers) {
+    const tensor_view& codes = q.at(l.name + ".qcodes");
+    CHECK(codes.type == dtype::u8);
+    REQUIRE(codes.rank() == 2);
+    CHECK(codes.shape[0] == (l.out / 16) * (l.in / 16));
+    CHECK(codes.shape[1] == 2 * 32);  // 32 K bytes
+    const auto meta = nlohmann::json::parse(q.metadata().at("yaqa.layer." + l.name));
+    CHECK(meta["trellis"]["l"] == 10);
+    CHECK(meta["trellis"]["code"] == "3inst");
+    const vector<float> params = to_vector<float>(q.at(l.name + ".qparams"));
+    REQUIRE(params.size() == 1);
+    // decode every tile from its bytes
+    matrix<trellis_bits> bits(l.out / 16, l.in / 16);
+    const auto* b = reinterpret_cast<const std::uint8_t*>(codes.bytes.data());
+    for (yaqa::index i = 0, t = 0; i < bits.rows(); ++i)
+      for (yaqa::index j = 0; j < bits.cols(); ++j, ++t)
+        bits(i, j) = tq.from_bytes(std::span<const std::uint8_t>(b + t * 64, 64));
+    const matrix<float> rebuilt = tq.reconstruct(view(std::as_const(bits)), {params[0]}, 0);
+    CHECK(rebuilt == to_matrix<float>(q.at(l.name)));
+  }
+}
+
+TEST_CASE("run: --refine matches quantize_layer and reports the refinement", "[cli]") {
+  temp_dir dir;
+  write_cli_model(dir.path());
+  const safetensors_file wf(dir / "W.safetensors"), hf(dir / "H.safetensors");
+  for (const char* m : {"rtn", "yaqa"}) {
+    DYNAMIC_SECTION(m) {
+      const auto opts = cli_parse(cli_args(dir.path(), {"--method", m, "--bits", "2", "--group-size", "16", "--refine",
+                                                        "sde", "--sde-pattern", "full", "--lwc", "--refine-steps", "30",
+                                                        "--report", (dir / "r.json").string()}));
+      std::ostringstream log;
+      (void)cli::run(opts, log);
+      const safetensors_file q(dir / "Q.safetensors");
+      const auto r = nlohmann::json::parse(read_file(dir / "r.json"));
+      CHECK(r["options"]["refine"] == "sde");
+      CHECK(r["options"]["lwc"] == true);
+      const cli_model model;
+      for (std::size_t k = 0; k < model.layers.size(); ++k) {
+        const auto& l = model.layers[k];
+        const bool two = std::string(m) == "yaqa";
+        const matrix<float> w = to_matrix<float>(wf.at(l.name));
+        const matrix<float> hin = to_matrix<float>(hf.at(two ? l.name + ".H_in" : l.name + ".H"));
+        const matrix<float> hout = two ? to_matrix<float>(hf.at(l.name + ".H_out")) : matrix<float>();
+        rounding_options ro;
+        ro.algorithm = opts.algorithm;
+        ro.refine = opts.refine;
+        const auto ref = quantize_layer(int_grid<float>({.bits = 2, .sym = true, .group_size = 16}), view(w),
+                                        view(hin), view(hout), ro);
+        CHECK(to_matrix<float>(q.at(l.name)) == ref.weights);
+        nlohmann::json layer;
+        for (const auto& x : r["layers"])
+          if (x["name"] == l.name) layer = x;
+        const auto& lr = layer["refine"];
+        INFO(lr.dump());
+        CHECK(lr["pattern"] == "full");
+        CHECK(lr["relative_loss"].get<double>() <= lr["relative_loss_unrefined"].get<double>());
+        CHECK(lr["relative_loss"].get<double>() == Approx(ref.report.refine.loss / ref.report.refine.normalizer));
+        CHECK(lr["trace"].size() >= 2);
+        CHECK(layer["stages"].contains("refine"));
+        const auto meta = nlohmann::json::parse(q.metadata().at("yaqa.layer." + l.name));
+        CHECK(meta["refine"]["method"] == "sde");
+        CHECK(rel_frobenius(rebuild_int(q, l.name), to_matrix<float>(q.at(l.name)).cast<double>()) < 1e-5);
+      }
     }
   }
 }

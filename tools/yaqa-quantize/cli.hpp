@@ -23,6 +23,7 @@
 #include <optional>
 #include <ostream>
 #include <regex>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -33,7 +34,7 @@
 
 namespace yaqa::cli {
 
-enum class quantizer_kind { int_grid, lloyd, fp4, e8p };
+enum class quantizer_kind { int_grid, lloyd, fp4, e8p, trellis };
 
 inline const char* quantizer_name(quantizer_kind k) {
   switch (k) {
@@ -41,6 +42,7 @@ inline const char* quantizer_name(quantizer_kind k) {
     case quantizer_kind::lloyd: return "lloyd";
     case quantizer_kind::fp4: return "fp4";
     case quantizer_kind::e8p: return "e8p";
+    case quantizer_kind::trellis: return "trellis";
   }
   return "?";
 }
@@ -64,6 +66,7 @@ struct options {
   std::string report;    //!< JSON report path; empty: none
   std::string only;      //!< ECMAScript regex searched in weight names; empty: all
   bool quiet = false;
+  trellis_options trellis{};  //!< --trellis L,K,V,CODE (K is --bits)
   refine_options refine{};  //!< --refine, --sde-pattern, --lwc, --refine-steps, --refine-lr, --refine-lambda
 };
 
@@ -101,10 +104,45 @@ inline std::uint64_t parse_seed(const std::string& s) {
   return v;
 }
 
+//! "L,K,V,CODE" of trellis options (V as given: 0 = the code's own).
+inline std::string concat_trellis(const trellis_options& t) {
+  return yaqa::detail::concat(t.l, ",", t.k, ",", t.v, ",", to_string(t.code));
+}
+
+//! "L,K,V,CODE" (e.g. 16,2,2,hyb; V 0 = the code's own) -> trellis options. Throws
+//! invalid_argument naming --trellis otherwise; the ranges are checked by yaqa::trellis.
+inline trellis_options parse_trellis_spec(const std::string& s) {
+  auto bad = [&] {
+    return invalid_argument("yaqa-quantize: option --trellis expects L,K,V,CODE (e.g. 16,2,2,hyb; CODE 1mad, 3inst or "
+                            "hyb; V 0 = the code's own), got '" + s + "'");
+  };
+  std::vector<std::string> f;
+  std::size_t b = 0;
+  for (std::size_t e; (e = s.find(',', b)) != std::string::npos; b = e + 1) f.push_back(s.substr(b, e - b));
+  f.push_back(s.substr(b));
+  if (f.size() != 4) throw bad();
+  auto number = [&](const std::string& t) {
+    int v = 0;
+    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+    if (t.empty() || ec != std::errc{} || end != t.data() + t.size()) throw bad();
+    return v;
+  };
+  trellis_options o;
+  o.l = number(f[0]);
+  o.k = number(f[1]);
+  o.v = number(f[2]);
+  try {
+    o.code = parse_trellis_code(f[3]);
+  } catch (const invalid_argument&) {
+    throw bad();
+  }
+  return o;
+}
+
 namespace detail {
 
 //! Cross-option rules CLI11 cannot express; throws invalid_argument naming the options.
-inline void validate(options& o, bool bits_given, bool group_given) {
+inline void validate(options& o, bool bits_given, bool group_given, bool trellis_given) {
   using yaqa::detail::require;
   const char* q = quantizer_name(o.quantizer);
   switch (o.quantizer) {
@@ -126,12 +164,27 @@ inline void validate(options& o, bool bits_given, bool group_given) {
       require(!group_given, "yaqa-quantize: --quantizer e8p has one scale per matrix; --group-size does not apply");
       o.bits = 2;
       break;
+    case quantizer_kind::trellis:
+      require(!group_given, "yaqa-quantize: --quantizer trellis has one scale per matrix; --group-size does not apply");
+      if (trellis_given) {
+        require(!bits_given || o.bits == o.trellis.k, "yaqa-quantize: --bits ", o.bits,
+                " disagrees with K = ", o.trellis.k, " of --trellis");
+        o.bits = o.trellis.k;
+      } else {
+        require(o.bits >= 1 && o.bits <= 4, "yaqa-quantize: --bits must be 1..4 for --quantizer trellis, got ", o.bits);
+        o.trellis.k = o.bits;
+      }
+      (void)trellis<float>(o.trellis);  // range checks with the library's messages
+      break;
   }
+  require(trellis_given == false || o.quantizer == quantizer_kind::trellis,
+          "yaqa-quantize: --trellis applies to --quantizer trellis only, not ", q);
   require(o.group_size >= 0, "yaqa-quantize: --group-size must be >= 0 (0 = per output channel), got ", o.group_size);
   require(!o.asym || o.quantizer == quantizer_kind::int_grid, "yaqa-quantize: --asym applies to --quantizer int only, not ", q);
   require(!o.mse || o.quantizer == quantizer_kind::int_grid, "yaqa-quantize: --mse applies to --quantizer int only, not ", q);
-  require(o.algorithm != method::gptq || o.quantizer != quantizer_kind::e8p,
-          "yaqa-quantize: --method gptq needs a scalar quantizer; e8p rounds 8 weights at a time (use ldlq or yaqa)");
+  require(o.algorithm != method::gptq || (o.quantizer != quantizer_kind::e8p && o.quantizer != quantizer_kind::trellis),
+          "yaqa-quantize: --method gptq needs a scalar quantizer; ", q, " rounds ",
+          o.quantizer == quantizer_kind::e8p ? "8 weights" : "a 16x16 tile", " at a time (use ldlq or yaqa)");
   require(o.algorithm == method::gptq || !(o.act_order || o.static_groups),
           "yaqa-quantize: --act-order and --static-groups apply to --method gptq only, not ", method_name(o.algorithm));
   require(!o.refine.lwc || o.quantizer == quantizer_kind::int_grid,
@@ -187,10 +240,16 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
       ->check(CLI::IsMember({"rtn", "gptq", "ldlq", "yaqa"}))
       ->capture_default_str();
   app.add_option("--quantizer", quant_s,
-                 "Quantizer: int (uniform grid), lloyd (Gaussian Lloyd-Max), fp4 (E2M1, MX blocks of 32), e8p (2-bit E8 lattice)")
-      ->check(CLI::IsMember({"int", "lloyd", "fp4", "e8p"}))
+                 "Quantizer: int (uniform grid), lloyd (Gaussian Lloyd-Max), fp4 (E2M1, MX blocks of 32), e8p (2-bit E8 "
+                 "lattice), trellis (QTIP bitshift trellis on 16x16 tiles)")
+      ->check(CLI::IsMember({"int", "lloyd", "fp4", "e8p", "trellis"}))
       ->capture_default_str();
-  app.add_option("--bits", o.bits, "Bits per weight: int 2..8, lloyd 2..4 (fp4 is 4, e8p is 2)")->capture_default_str();
+  app.add_option("--bits", o.bits, "Bits per weight: int 2..8, lloyd 2..4, trellis 1..4 (fp4 is 4, e8p is 2)")
+      ->capture_default_str();
+  std::string trellis_s;
+  app.add_option("--trellis", trellis_s,
+                 "trellis: L,K,V,CODE = state bits 8..16, bits per weight 1..4, weights per step (0: the code's own), "
+                 "1mad|3inst|hyb (default 16,<bits>,0,hyb)");
   app.add_option("--group-size", o.group_size, "Input columns per scale group; 0 = one group per output row")
       ->capture_default_str();
   app.add_flag("--asym", o.asym, "int: asymmetric grid with a fitted zero point (default symmetric)");
@@ -231,14 +290,16 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
     o.algorithm = method_s == "rtn" ? method::rtn : method_s == "gptq" ? method::gptq
                 : method_s == "ldlq" ? method::ldlq : method::yaqa;
     o.quantizer = quant_s == "int" ? quantizer_kind::int_grid : quant_s == "lloyd" ? quantizer_kind::lloyd
-                : quant_s == "fp4" ? quantizer_kind::fp4 : quantizer_kind::e8p;
+                : quant_s == "fp4" ? quantizer_kind::fp4 : quant_s == "e8p" ? quantizer_kind::e8p
+                : quantizer_kind::trellis;
     std::tie(o.tile_rows, o.tile_cols) = parse_tile(tile_s);
     o.seed = parse_seed(seed_s);
     o.refine.method = parse_refine_method(refine_s);
     o.refine.pattern = parse_sde_pattern(pattern_s);
     if (o.refine.method != refine_method::sde && app.count("--sde-pattern") > 0)
       throw invalid_argument("yaqa-quantize: --sde-pattern applies to --refine sde only");
-    detail::validate(o, app.count("--bits") > 0, app.count("--group-size") > 0);
+    if (!trellis_s.empty()) o.trellis = parse_trellis_spec(trellis_s);
+    detail::validate(o, app.count("--bits") > 0, app.count("--group-size") > 0, !trellis_s.empty());
     r.opts = o;
   } catch (const CLI::ParseError& e) {
     std::ostringstream out, err;
@@ -322,6 +383,11 @@ void with_quantizer(const options& o, F&& f) {
       return f(lloyd_max_grid<float>(lloyd_max_options{.bits = o.bits, .group_size = o.group_size}));
     case quantizer_kind::fp4: return f(fp4_e2m1<float>());
     case quantizer_kind::e8p: return f(e8p<float>());
+    case quantizer_kind::trellis: {
+      trellis_options t = o.trellis;
+      t.threads = o.threads;
+      return f(trellis<float>(t));
+    }
   }
 }
 
@@ -356,6 +422,25 @@ std::vector<std::byte> code_bytes(const matrix<C>& c) {
     for (index j = 0; j < c.cols(); ++j, p += sizeof(C)) yaqa::detail::store_le(p, c(i, j));
   return b;
 }
+
+//! The codes as one tensor: [rows, cols] little-endian unsigned integers, or for the trellis
+//! [tiles, 32 K] bytes with the tiles in row-major order of the tile grid (to_bytes per tile).
+template <class Q>
+std::pair<std::vector<index>, std::vector<std::byte>> code_tensor(const Q& q, const matrix<typename Q::code_type>& c) {
+  using C = typename Q::code_type;
+  if constexpr (std::is_unsigned_v<C>) {
+    return {{c.rows(), c.cols()}, code_bytes(c)};
+  } else {
+    const index per = q.bytes_per_tile();
+    std::vector<std::byte> b(std::size_t(c.size() * per));
+    std::size_t at = 0;
+    for (index i = 0; i < c.rows(); ++i)
+      for (index j = 0; j < c.cols(); ++j, at += std::size_t(per))
+        q.to_bytes(c(i, j), std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(b.data() + at), std::size_t(per)));
+    return {{c.size(), per}, b};
+  }
+}
+
 
 //! The refinement figures of one layer (relative to the objective's normalizer).
 inline nlohmann::ordered_json refine_json(const refine_report& r) {
@@ -450,6 +535,8 @@ inline run_summary run(const options& o, std::ostream& log) {
                     {"mse", o.mse},               {"rht", o.rht},           {"sketch", o.sketch},
                     {"tile", {o.tile_rows, o.tile_cols}}, {"damp", o.damp}, {"seed", o.seed},
                     {"threads", backend.thread_count()}, {"only", o.only},
+                    {"trellis", o.quantizer == quantizer_kind::trellis
+                                    ? concat_trellis(o.trellis) : std::string()},
                     {"refine", refine_method_name(o.refine.method)}, {"sde_pattern", to_string(o.refine.pattern)},
                     {"lwc", o.refine.lwc}, {"refine_steps", o.refine.steps}, {"refine_lr", o.refine.lr},
                     {"refine_lambda", o.refine.lambda}};
@@ -473,8 +560,9 @@ inline run_summary run(const options& o, std::ostream& log) {
         const auto& lr = res.report;
         out.add(name, view(std::as_const(res.weights)), dtype::f32);
         using C = typename std::decay_t<decltype(q)>::code_type;
-        const dtype ct = sizeof(C) == 1 ? dtype::u8 : dtype::u16;
-        out.add(name + ".qcodes", ct, {res.codes.rows(), res.codes.cols()}, detail::code_bytes(res.codes));
+        const dtype ct = !std::is_unsigned_v<C> || sizeof(C) == 1 ? dtype::u8 : sizeof(C) == 2 ? dtype::u16 : dtype::u32;
+        auto [code_shape, code_data] = detail::code_tensor(q, res.codes);
+        out.add(name + ".qcodes", ct, code_shape, std::move(code_data));
         index prow = 0;
         auto [fields, values] = detail::params_table(res.params, prow);
         out.add(name + ".qparams", {index(res.params.size()), index(fields.size()), prow}, values, dtype::f32);
@@ -490,7 +578,13 @@ inline run_summary run(const options& o, std::ostream& log) {
             {"unit", {std::decay_t<decltype(q)>::unit_rows, std::decay_t<decltype(q)>::unit_cols}},
             {"qparams_fields", fields},
             {"rotated", res.rotated},
+            {"qcodes_layout", std::is_unsigned_v<typename std::decay_t<decltype(q)>::code_type>
+                                  ? "one code per unit, [unit rows, unit cols] row-major"
+                                  : "one bitstream per 16x16 tile, [tiles (tile-grid row-major), 32 K bytes]"},
             {"feedback", lr.feedback}};
+        if constexpr (requires { q.v(); })
+          layer_meta["trellis"] = {{"l", o.trellis.l}, {"k", o.trellis.k}, {"v", q.v()}, {"code", to_string(o.trellis.code)},
+                                   {"bytes_per_tile", q.bytes_per_tile()}};
         if (o.algorithm == method::gptq) {
           layer_meta["act_order"] = o.act_order;
           layer_meta["static_groups"] = o.static_groups;
@@ -502,11 +596,11 @@ inline run_summary run(const options& o, std::ostream& log) {
           layer_meta["transform_out"] = res.transform_out;
           layer_meta["basis"] = "qcodes/qparams quantize U_out^T W U_in; " + name + " = U_out Q U_in^T";
         }
-        meta["yaqa.layer." + name] = layer_meta.dump();
-
         if (o.refine.enabled())
           layer_meta["refine"] = {{"method", refine_method_name(lr.refine.method)}, {"pattern", lr.refine.pattern},
                                   {"lwc", lr.refine.lwc}, {"best_step", lr.refine.best_step}};
+        meta["yaqa.layer." + name] = layer_meta.dump();
+
         nlohmann::ordered_json times = nlohmann::ordered_json::object();
         for (const auto& st : lr.times) times[st.stage] = st.seconds;
         rep["layers"].push_back({{"name", name},

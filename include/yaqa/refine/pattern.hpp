@@ -77,6 +77,7 @@ inline sde_pattern parse_sde_pattern(std::string_view s) {
   };
   if (s == "diag") return {sde_shape::diag, 0};
   if (s == "full") return {sde_shape::full, 0};
+  if (s == "band" || s == "topleft") throw bad("needs a size (band:K, topleft:K)");
   const auto colon = s.find(':');
   if (colon == std::string_view::npos) throw bad("is not a pattern");
   const std::string_view name = s.substr(0, colon), num = s.substr(colon + 1);
