@@ -287,11 +287,18 @@ int main(int argc, char** argv) try {
   }
   for (method_id m : methods)
     if (supported({m, format_id::e8p, 2})) settings.push_back({m, format_id::e8p, 2});
+  // QTIP trellis (issue #16): L = 12 at 2/3/4 bits; QTIP's own L = 16 HYB for YAQA-B at 2 bits.
+  for (int bits : {2, 3, 4})
+    for (method_id m : {method_id::rtn_rht, method_id::ldlq, method_id::yaqa_a, method_id::yaqa_b})
+      settings.push_back({m, format_id::trellis, bits});
+  settings.push_back({method_id::yaqa_b, format_id::trellis16, 2});
   if (!opt.rows.empty()) {
     const std::regex re(opt.rows);
     std::erase_if(settings, [&](const quant_setting& s) {
-      const std::string label = setting_label(s) + " " + (s.format == format_id::e8p ? "E8P " : "INT") +
-                                std::to_string(s.bits) + (s.format == format_id::e8p ? "-bit" : "");
+      result_row r;
+      r.format = format_name(s.format);
+      r.bits = s.bits;
+      const std::string label = setting_label(s) + " " + r.setting();
       return !std::regex_search(label, re);
     });
   }
@@ -305,7 +312,7 @@ int main(int argc, char** argv) try {
     const eval_result e = evaluate(be, qm.p, es, ref, targets);
     result_row r;
     r.method = setting_label(s);
-    r.format = s.format == format_id::e8p ? "e8p" : "int";
+    r.format = format_name(s.format);
     r.bits = s.bits;
     r.kl = e.kl;
     r.bpb = e.bpb;

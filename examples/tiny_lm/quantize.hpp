@@ -15,6 +15,7 @@
 
 #include <yaqa/quantizers/e8p.hpp>
 #include <yaqa/quantizers/rtn_grid.hpp>
+#include <yaqa/quantizers/trellis.hpp>
 #include <yaqa/rounding/layer.hpp>
 #include <yaqa/rounding/proxy.hpp>
 
@@ -24,7 +25,20 @@
 namespace tiny_lm {
 
 enum class method_id { rtn, rtn_rht, gptq, ldlq, yaqa_a, yaqa_b };
-enum class format_id { int_grid, e8p };
+//! trellis: QTIP's bitshift trellis at the demo's affordable L = 12 (3INST, V = 1);
+//! trellis16: QTIP's shipped configuration, L = 16 HYB V = 2 (about 60x the Viterbi cost).
+enum class format_id { int_grid, e8p, trellis, trellis16 };
+
+//! The format's name in the tables ("int", "e8p", "qtip12", "qtip16").
+inline const char* format_name(format_id f) {
+  switch (f) {
+    case format_id::int_grid: return "int";
+    case format_id::e8p: return "e8p";
+    case format_id::trellis: return "qtip12";
+    case format_id::trellis16: return "qtip16";
+  }
+  return "?";
+}
 //! Refinement before rounding (docs/refine.md): learnable clipping, SDE, both, or SDE + LWC on
 //! the cross-layer objective (cross_layer.hpp; RTN only, original basis, activations).
 enum class refine_id { none, lwc, sde, sde_lwc, cl };
@@ -66,6 +80,7 @@ struct quant_config {
   index group_size = 128;       //!< int grid: input columns per (scale, zero) group
   bool sym = false;             //!< int grid: asymmetric (GPTQ's default)
   double e8p_scale_override = 0.9;  //!< QTIP's choice (yaqa-algorithm.md §3.1 step 6)
+  double trellis_scale_override = 0.9;  //!< QTIP's --scale_override
   index tile = 16;              //!< td_x = td_y (YAQA) and the LDLQ block
   double sigma = 1e-2;          //!< damping, relative to the mean diagonal
   yaqa::refine_options refine = default_refine();  //!< LWC / SDE rows (method and lwc set per row)
@@ -78,6 +93,8 @@ struct quant_config {
   [[nodiscard]] std::string describe() const {
     return yaqa::detail::concat("int grid: asymmetric=", sym ? "no" : "yes", ", group ", group_size,
                                 "; E8P: 2 bits, scale_override ", e8p_scale_override,
+                                "; QTIP trellis: qtip12 = L 12 3INST V 1, qtip16 = L 16 HYB V 2, K = bits, scale_override ",
+                                trellis_scale_override,
                                 "; tiles ", tile, "x", tile, "; damping ", sigma,
                                 " x mean diagonal; RHT on for GPTQ/LDLQ/YAQA; refinement: SDE ",
                                 yaqa::to_string(refine.pattern), ", ", refine.steps, " Adam steps, lr ", refine.lr,
@@ -87,7 +104,7 @@ struct quant_config {
 
 //! True when the library can run the setting (GPTQ needs a scalar quantizer: no E8P).
 inline bool supported(const quant_setting& s) {
-  return !(s.method == method_id::gptq && s.format == format_id::e8p) &&
+  return !(s.method == method_id::gptq && s.format != format_id::int_grid) &&
          !(s.refine != refine_id::none && s.refine != refine_id::sde && s.format != format_id::int_grid);
 }
 
@@ -145,6 +162,14 @@ inline layer_outcome quantize_weights(const yaqa::cpu_backend& be, const quant_s
     o.relative_proxy = r.report.relative_proxy;
     return o;
   };
+  if (s.format == format_id::trellis || s.format == format_id::trellis16) {
+    yaqa::trellis_options t;
+    t.k = s.bits;
+    t.l = s.format == format_id::trellis ? 12 : 16;
+    t.code = s.format == format_id::trellis ? yaqa::trellis_code::three_inst : yaqa::trellis_code::hyb;
+    t.scale_override = qc.trellis_scale_override;
+    return run(yaqa::trellis<float>(t));
+  }
   if (s.format == format_id::e8p) {
     yaqa::detail::require(s.bits == 2, "tiny_lm::quantize_weights: E8P is a 2-bit codebook, got bits = ",
                           s.bits);

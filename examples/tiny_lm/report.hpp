@@ -23,7 +23,7 @@ namespace tiny_lm {
 //! One quantization setting's outcome (every linear layer quantized the same way).
 struct result_row {
   std::string method;     //!< "RTN", "GPTQ", "LDLQ", "YAQA-A", "YAQA-B"
-  std::string format;     //!< "int" or "e8p"
+  std::string format;     //!< "int", "e8p", "qtip12" or "qtip16"
   int bits = 0;
   double kl = 0;          //!< KL(original || quantized), nats per byte, held out
   double bpb = 0;         //!< bits per byte of the quantized model, held out
@@ -31,7 +31,11 @@ struct result_row {
   double proxy_b = 0;     //!< relative proxy loss with the Sketch B Hessian (common yardstick), summed
   double seconds = 0;     //!< quantization time, all layers
   [[nodiscard]] std::string setting() const {
-    return format == "e8p" ? "E8P " + std::to_string(bits) + "-bit" : "INT" + std::to_string(bits);
+    if (format == "int") return "INT" + std::to_string(bits);
+    if (format == "e8p") return "E8P " + std::to_string(bits) + "-bit";
+    if (format == "qtip12") return "QTIP-L12 " + std::to_string(bits) + "-bit";
+    if (format == "qtip16") return "QTIP-L16 " + std::to_string(bits) + "-bit";
+    return format + " " + std::to_string(bits) + "-bit";
   }
 };
 
