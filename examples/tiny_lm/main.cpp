@@ -244,8 +244,9 @@ int main(int argc, char** argv) try {
                                method_id::ldlq, method_id::yaqa_a, method_id::yaqa_b};
   for (int bits : {2, 3, 4})
     for (method_id m : methods) settings.push_back({m, format_id::int_grid, bits});
-  for (method_id m : methods)
-    if (supported({m, format_id::e8p, 2})) settings.push_back({m, format_id::e8p, 2});
+  for (int bits : {2, 3, 4})
+    for (method_id m : methods)
+      if (supported({m, format_id::e8p, bits})) settings.push_back({m, format_id::e8p, bits});
   std::vector<result_row> rows;
   const auto tq = clock_type::now();
   progress pr("quantize", tiny_lm::index(settings.size()), t0, false, 0.0);
