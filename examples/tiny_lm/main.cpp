@@ -285,8 +285,10 @@ int main(int argc, char** argv) try {
     for (refine_id r : {refine_id::lwc, refine_id::sde_lwc})
       settings.push_back({method_id::yaqa_b, format_id::int_grid, bits, r});
   }
-  for (method_id m : methods)
-    if (supported({m, format_id::e8p, 2})) settings.push_back({m, format_id::e8p, 2});
+  // E8P at 2 bits, residual E8P (RVQ) at 3 and 4 bits.
+  for (int bits : {2, 3, 4})
+    for (method_id m : methods)
+      if (supported({m, format_id::e8p, bits})) settings.push_back({m, format_id::e8p, bits});
   // QTIP trellis (issue #16): L = 12 at 2/3/4 bits; QTIP's own L = 16 HYB for YAQA-B at 2 bits.
   for (int bits : {2, 3, 4})
     for (method_id m : {method_id::rtn_rht, method_id::ldlq, method_id::yaqa_a, method_id::yaqa_b})

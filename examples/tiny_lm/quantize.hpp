@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <yaqa/quantizers/e8p.hpp>
+#include <yaqa/quantizers/e8p_rvq.hpp>
 #include <yaqa/quantizers/rtn_grid.hpp>
 #include <yaqa/quantizers/trellis.hpp>
 #include <yaqa/rounding/layer.hpp>
@@ -77,7 +78,7 @@ inline std::string setting_label(const quant_setting& s) {
 
 //! Quantizer and rounding knobs shared by every setting.
 struct quant_config {
-  index group_size = 128;       //!< int grid: input columns per (scale, zero) group
+  index group_size = 128;       //!< int grid and E8P: input columns per scale group
   bool sym = false;             //!< int grid: asymmetric (GPTQ's default)
   double e8p_scale_override = 0.9;  //!< QTIP's choice (yaqa-algorithm.md §3.1 step 6)
   double trellis_scale_override = 0.9;  //!< QTIP's --scale_override
@@ -92,7 +93,8 @@ struct quant_config {
   }
   [[nodiscard]] std::string describe() const {
     return yaqa::detail::concat("int grid: asymmetric=", sym ? "no" : "yes", ", group ", group_size,
-                                "; E8P: 2 bits, scale_override ", e8p_scale_override,
+                                "; E8P: 2 bits, RVQ (E8P + E81B / E8P) 3-4 bits, per-row scales, group ",
+                                group_size, ", scale_override ", e8p_scale_override,
                                 "; QTIP trellis: qtip12 = L 12 3INST V 1, qtip16 = L 16 HYB V 2, K = bits, scale_override ",
                                 trellis_scale_override,
                                 "; tiles ", tile, "x", tile, "; damping ", sigma,
@@ -171,9 +173,13 @@ inline layer_outcome quantize_weights(const yaqa::cpu_backend& be, const quant_s
     return run(yaqa::trellis<float>(t));
   }
   if (s.format == format_id::e8p) {
-    yaqa::detail::require(s.bits == 2, "tiny_lm::quantize_weights: E8P is a 2-bit codebook, got bits = ",
-                          s.bits);
-    return run(yaqa::e8p<float>(yaqa::e8p_options{qc.e8p_scale_override}));
+    yaqa::detail::require(s.bits >= 2 && s.bits <= 4,
+                          "tiny_lm::quantize_weights: E8P is 2 bits (3-4 with RVQ), got bits = ", s.bits);
+    // Scales per row and group of group_size columns, as the int grid's.
+    if (s.bits == 2)
+      return run(yaqa::e8p<float>({.scale_override = qc.e8p_scale_override, .group_size = qc.group_size}));
+    return run(yaqa::e8p_rvq<float>(
+        {.bits = s.bits, .scale_override = qc.e8p_scale_override, .group_size = qc.group_size}));
   }
   yaqa::int_grid_options io;
   io.bits = s.bits;

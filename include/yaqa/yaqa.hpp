@@ -16,6 +16,7 @@
 
 #include <yaqa/quantizers/concepts.hpp>
 #include <yaqa/quantizers/e8p.hpp>
+#include <yaqa/quantizers/e8p_rvq.hpp>
 #include <yaqa/quantizers/nonuniform_grid.hpp>
 #include <yaqa/quantizers/rtn_grid.hpp>
 #include <yaqa/quantizers/trellis.hpp>

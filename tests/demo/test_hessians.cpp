@@ -158,9 +158,11 @@ TEST_CASE("quantize_weights hands each method its Hessian", "[demo][hessian]") {
   REQUIRE(q(tiny_lm::method_id::gptq).relative_proxy < rht.relative_proxy);
   const double own_a = tiny_lm::relative_kron_proxy(be, w, ya.weights, h.a_in, h.a_out);
   REQUIRE(own_a < tiny_lm::relative_kron_proxy(be, w, rht.weights, h.a_in, h.a_out));
-  // E8P: 2 bits only; GPTQ cannot use it.
+  // E8P: 2 bits, 3-4 with RVQ; GPTQ cannot use it.
   REQUIRE(q(tiny_lm::method_id::yaqa_b, tiny_lm::format_id::e8p, 2).weights.rows() == m);
-  REQUIRE_THROWS_WITH(q(tiny_lm::method_id::ldlq, tiny_lm::format_id::e8p, 3),
+  REQUIRE(q(tiny_lm::method_id::ldlq, tiny_lm::format_id::e8p, 3).weights.rows() == m);
+  REQUIRE(q(tiny_lm::method_id::rtn_rht, tiny_lm::format_id::e8p, 4).weights.rows() == m);
+  REQUIRE_THROWS_WITH(q(tiny_lm::method_id::ldlq, tiny_lm::format_id::e8p, 5),
                       Catch::Contains("tiny_lm::quantize_weights") && Catch::Contains("bits"));
   REQUIRE_FALSE(tiny_lm::supported({tiny_lm::method_id::gptq, tiny_lm::format_id::e8p, 2}));
   // A method whose Hessian was not collected is an error naming the routine and the method.

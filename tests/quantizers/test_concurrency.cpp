@@ -6,6 +6,7 @@
 #include <quantizers/quantizer_checks.hpp>
 #include <support/generators.hpp>
 #include <yaqa/quantizers/e8p.hpp>
+#include <yaqa/quantizers/e8p_rvq.hpp>
 #include <yaqa/quantizers/nonuniform_grid.hpp>
 #include <yaqa/quantizers/rtn_grid.hpp>
 
@@ -47,6 +48,8 @@ TEST_CASE("quantize is reentrant: concurrent row blocks equal the serial result"
   check_concurrent(fp4_e2m1<float>(), 101, 64);
   check_concurrent(e8p<float>(), 101, 48);
   check_concurrent(e8p<double>({.scale_override = 0.9}), 77, 24);
+  check_concurrent(e8p_rvq<float>({.bits = 3}), 45, 32);
+  check_concurrent(e8p_rvq<double>({.bits = 4, .scales = e8p_scales::per_matrix}), 37, 16);
 }
 
 TEST_CASE("int_grid's parallel MSE search is independent of the thread count", "[quantizers][threads]") {

@@ -114,11 +114,10 @@ struct host_unit<int_grid<T>> {
 template <class T>
 struct host_unit<e8p<T>> {
   std::vector<T> scale;
-  yaqa::index g;
-  host_unit(const e8p<T>&, const std::vector<typename e8p<T>::params_type>& p, yaqa::index gc) : g(gc) {
-    for (const auto& x : p) scale.push_back(x.scale);
-  }
-  [[nodiscard]] cd::e8p_unit<T> unit() const { return {cd::e8p_host_table(), scale.data(), g}; }
+  yaqa::index rows, g;
+  host_unit(const e8p<T>&, const std::vector<typename e8p<T>::params_type>& p, yaqa::index gc)
+      : scale(cd::pack_e8p_scales<T>(p, "host_unit")), rows(p.front().rows()), g(gc) {}
+  [[nodiscard]] cd::e8p_unit<T> unit() const { return {cd::e8p_host_table(), scale.data(), rows, g}; }
 };
 
 //! cuda::yaqa_round's host part, with the device loop emulated on the host.
@@ -300,8 +299,9 @@ TEMPLATE_TEST_CASE("device E8P unit equals e8p::quantize", "[device_plan][e8p]",
   matrix<T> recon(m, n);
   matrix<std::uint16_t> codes(m, n / 8);
   q.quantize(view(target), p, 0, view(recon), view(codes));
-  const T scale[1] = {p.scale};
-  const cd::e8p_unit<T> u{cd::e8p_host_table(), scale, n};
+  const std::vector<T> scale = cd::pack_e8p_scales<T>(std::vector{p}, "test");
+  REQUIRE(scale.size() == std::size_t(m));
+  const cd::e8p_unit<T> u{cd::e8p_host_table(), scale.data(), m, n};
   yaqa::index code_mismatch = 0, recon_mismatch = 0;
   for (yaqa::index i = 0; i < m; ++i)
     for (yaqa::index g = 0; g < n / 8; ++g) {
@@ -322,6 +322,29 @@ TEMPLATE_TEST_CASE("device E8P unit equals e8p::quantize", "[device_plan][e8p]",
   INFO("code mismatches " << code_mismatch << " of " << m * n / 8);
   CHECK(code_mismatch <= m * n / 8 / 100);
   CHECK(recon_mismatch == 0);
+  // column groups: scale[group * rows + row], as e8p::quantize with each group's params
+  {
+    const e8p<T> qg({.group_size = 16});
+    std::vector<typename e8p<T>::params_type> pg;
+    for (yaqa::index c = 0; c < n; c += 16) pg.push_back(qg.fit(view(w).col_block(c, 16)));
+    const std::vector<T> sg = cd::pack_e8p_scales<T>(pg, "test");
+    const cd::e8p_unit<T> ug{cd::e8p_host_table(), sg.data(), m, 16};
+    for (yaqa::index g = 0; g < n / 16; ++g) {
+      matrix<T> rg(m, 16);
+      matrix<std::uint16_t> cg(m, 2);
+      qg.quantize(view(target).col_block(16 * g, 16), pg[std::size_t(g)], 0, view(rg), view(cg));
+      for (yaqa::index i = 0; i < m; i += 3) {
+        T x[8], r[8];
+        for (int t = 0; t < 8; ++t) x[t] = target(i, 16 * g + 8 + t);
+        std::uint16_t c = 0;
+        CHECK(ug(x, r, i, 16 * g + 8, c));
+        if (c == cg(i, 1))
+          for (int t = 0; t < 8; ++t) CHECK(r[t] == rg(i, 8 + t));
+        CHECK(double(r[0]) == Approx(double(pg[std::size_t(g)].scale[std::size_t(i)]) *
+                                     double(e8p<T>::codeword(c)[0])).epsilon(1e-6).margin(1e-12));
+      }
+    }
+  }
   // a non-finite target: false and code 0
   T x[8] = {0, 0, std::numeric_limits<T>::infinity(), 0, 0, 0, 0, 0}, r[8];
   std::uint16_t c = 7;

@@ -31,11 +31,23 @@
 //! product of length 8 after one sort of |y|; only the 29 outer vectors are scanned, and skipped
 //! when the Cauchy-Schwarz bound |a| |y| - |a|^2 / 2 cannot beat the best orbit.
 //!
-//! Scale: one scalar per fitted region, params.scale = RMS(region) * optimal_scale() /
-//! scale_override, and recon = params.scale * codeword. optimal_scale() minimizes the MSE of
-//! unit-variance Gaussian input (computed once per process by a fixed-seed Monte Carlo with a
-//! golden-section search, see e8p_calibration()). scale_override follows QuIP#/QTIP: it divides
-//! the codebook scale (QTIP's 0.9 enlarges the codebook relative to the weights by 1/0.9).
+//! Scale: by default one scale per row of the fitted region (e8p_scales::per_row),
+//! params.scale[i] = RMS(row i) * optimal_scale() / scale_override, recon = params.scale[i] *
+//! codeword; e8p_scales::per_matrix uses the RMS of the whole region for every row (QuIP#'s single
+//! Wscale). The fitted region is the whole matrix, or one group of group_size columns.
+//! optimal_scale() minimizes the MSE of unit-variance Gaussian input (computed once per process by
+//! a fixed-seed Monte Carlo with a golden-section search, see e8p_calibration()). scale_override
+//! follows QuIP#/QTIP: it divides the codebook scale (QTIP's 0.9 enlarges the codebook relative to
+//! the weights by 1/0.9).
+//!
+//! Why per row: the codebook is a ball (|c| <= sqrt(12) + 1/4 in codebook units) with a finest
+//! step of 1/2, so it only suits rows whose RMS is close to the one its scale was fitted for. The
+//! random Hadamard transform makes the entries of a row look Gaussian, but it cannot equalize the
+//! row norms of a layer dominated by a few singular directions: a rank-1 W rotates into an outer
+//! product of two Gaussian vectors. In the tiny_lm demo the output head (77% of its energy in one
+//! singular direction) has rotated rows from 0.42 to 2.8 times the layer's RMS; one scale for the
+//! matrix gave those rows a relative MSE of 0.47 and 0.35 (0.095 at the right scale) and the head
+//! alone cost 0.86 nats/byte of KL (docs/quantizers.md).
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -470,32 +482,90 @@ inline const e8p_calibration_result& e8p_calibration() {
   return r;
 }
 
+//! Which scales e8p (and e8p_rvq) fit.
+enum class e8p_scales {
+  per_row,     //!< one scale per row of the fitted region (the default)
+  per_matrix,  //!< one scale for the whole fitted region, QuIP#'s global Wscale
+};
+
 //! Options of e8p.
 struct e8p_options {
   //! Divides the codebook scale, as QuIP#'s/QTIP's --scale_override (QTIP: 0.9). Must be > 0.
   double scale_override = 1.0;
+  //! per_row (default) or per_matrix; see the file comment for why per_matrix can fail.
+  e8p_scales scales = e8p_scales::per_row;
+  //! Input columns per scale group: 0 (or -1) for the whole row (default), else a positive
+  //! multiple of 8 that divides n. Groups matter without the random Hadamard transform, when the
+  //! columns of a row differ in magnitude (docs/quantizers.md).
+  index group_size = 0;
 };
 
-//! The E8P codebook quantizer: units of 1 x 8 along the input dimension, 16-bit codes, one scale
-//! per fitted region (group_cols(n) == n).
+namespace detail {
+
+//! Validates the options shared by e8p and e8p_rvq; `what` names the class.
+inline void check_e8p_scale_options(const char* what, double scale_override, e8p_scales scales,
+                                    index group_size) {
+  check_group_size_option(what, group_size, 8);
+  require(scale_override > 0 && std::isfinite(scale_override), what,
+          ": option 'scale_override' must be finite and > 0, got ", scale_override);
+  require(scales == e8p_scales::per_row || scales == e8p_scales::per_matrix, what,
+          ": option 'scales' must be e8p_scales::per_row or e8p_scales::per_matrix, got ",
+          static_cast<int>(scales));
+}
+
+//! The scales of a region: RMS (accumulated in double) times `multiplier`, per row or one for
+//! the whole region (then repeated for every row).
+template <class T>
+std::vector<T> e8p_fit_scales(matrix_view<const T> w, double multiplier, e8p_scales scales) {
+  std::vector<T> out(static_cast<std::size_t>(w.rows));
+  if (scales == e8p_scales::per_matrix) {
+    double ss = 0;
+    for (index j = 0; j < w.cols; ++j)
+      for (index i = 0; i < w.rows; ++i) ss += static_cast<double>(w(i, j)) * w(i, j);
+    const double count = static_cast<double>(w.rows) * static_cast<double>(w.cols);
+    const double rms = count > 0 ? std::sqrt(ss / count) : 0.0;
+    std::fill(out.begin(), out.end(), static_cast<T>(rms * multiplier));
+    return out;
+  }
+  std::vector<double> ss(static_cast<std::size_t>(w.rows), 0.0);
+  for (index j = 0; j < w.cols; ++j)
+    for (index i = 0; i < w.rows; ++i) ss[static_cast<std::size_t>(i)] += static_cast<double>(w(i, j)) * w(i, j);
+  for (std::size_t i = 0; i < out.size(); ++i)
+    out[i] = static_cast<T>(std::sqrt(ss[i] / static_cast<double>(w.cols)) * multiplier);
+  return out;
+}
+
+//! Bits of the scales of a matrix with `rows` rows and `groups` column groups: 16 (fp16) per row
+//! and group, or one fp32 per group (per_matrix).
+inline std::size_t e8p_scale_bits(e8p_scales scales, index rows, std::size_t groups) {
+  return scales == e8p_scales::per_row ? static_cast<std::size_t>(rows) * groups * 16 : groups * 32;
+}
+
+}  // namespace detail
+
+//! The E8P codebook quantizer: units of 1 x 8 along the input dimension, 16-bit codes, one
+//! scale per row (default) or per matrix, for the whole row (default: group_cols(n) == n) or per
+//! group of group_size columns.
 //!
-//! Storage accounting: 16 bits per 8 weights, plus one 32-bit (fp32) scale per matrix.
+//! Storage accounting: 16 bits per 8 weights, plus a 16-bit (fp16) scale per row and group (as
+//! int_grid and lloyd_max_grid count theirs) or one 32-bit (fp32) scale per group (per_matrix).
 template <Scalar T>
 class e8p {
  public:
   using scalar_type = T;
   using code_type = std::uint16_t;
   struct params_type {
-    T scale = T(0);  //!< recon = scale * codeword
+    //! One per row of the fitted region: recon(i, :) = scale[i] * codeword. All equal with
+    //! e8p_scales::per_matrix.
+    std::vector<T> scale;
+    [[nodiscard]] index rows() const { return static_cast<index>(scale.size()); }
   };
   static constexpr index unit_rows = 1;
   static constexpr index unit_cols = 8;
 
   e8p() : e8p(e8p_options{}) {}
   explicit e8p(const e8p_options& o) : opt_(o) {
-    detail::require(o.scale_override > 0 && std::isfinite(o.scale_override),
-                    "yaqa::e8p: option 'scale_override' must be finite and > 0, got ",
-                    o.scale_override);
+    detail::check_e8p_scale_options("yaqa::e8p", o.scale_override, o.scales, o.group_size);
     (void)detail::e8p_search<T>();  // build the tables now, not inside the first timed call
   }
 
@@ -504,34 +574,30 @@ class e8p {
   //! Codebook multiplier for unit-variance input (see e8p_calibration()).
   [[nodiscard]] static double optimal_scale() { return e8p_calibration().scale; }
 
-  //! n: one group per row (the scale is global). Throws when n is not a multiple of 8.
+  //! n (default), or group_size. Throws when n is not a multiple of 8 or group_size does not
+  //! divide it.
   [[nodiscard]] index group_cols(index n) const {
-    return detail::quantizer_group_cols("yaqa::e8p::group_cols", 0, n, unit_cols);
+    return detail::quantizer_group_cols("yaqa::e8p::group_cols", opt_.group_size, n, unit_cols);
   }
   void validate(index n) const { (void)group_cols(n); }
 
-  //! scale = RMS(w) * optimal_scale() / scale_override (RMS accumulated in double).
+  //! scale = RMS * optimal_scale() / scale_override, RMS of each row (per_row) or of the whole
+  //! region (per_matrix), accumulated in double.
   [[nodiscard]] params_type fit(matrix_view<const T> w) const {
     detail::check_fit_input("yaqa::e8p::fit", w);
-    double ss = 0;
-    for (index j = 0; j < w.cols; ++j)
-      for (index i = 0; i < w.rows; ++i) ss += static_cast<double>(w(i, j)) * w(i, j);
-    const double count = static_cast<double>(w.rows) * static_cast<double>(w.cols);
-    const double rms = count > 0 ? std::sqrt(ss / count) : 0.0;
-    return params_type{static_cast<T>(rms * optimal_scale() / opt_.scale_override)};
+    return params_type{detail::e8p_fit_scales(w, optimal_scale() / opt_.scale_override, opt_.scales)};
   }
 
-  //! Nearest codeword per 1 x 8 unit (exact), recon = scale * codeword. Thread-safe.
+  //! Nearest codeword per 1 x 8 unit (exact), recon = scale[row0 + i] * codeword. Thread-safe.
   void quantize(matrix_view<const T> target, const params_type& p, index row0, matrix_view<T> recon,
                 matrix_view<code_type> codes) const {
     constexpr const char* what = "yaqa::e8p::quantize";
-    detail::check_quantize_args<1, 8>(what, target, row0, std::numeric_limits<index>::max(), recon,
-                                      codes);
-    const T s = p.scale;
-    const T inv = s > T(0) ? T(1) / s : T(0);  // scale 0 (all-zero fit): everything maps to 0
+    detail::check_quantize_args<1, 8>(what, target, row0, p.rows(), recon, codes);
     bool finite = true;
-    for (index g = 0; g < target.cols / 8; ++g)
-      for (index i = 0; i < target.rows; ++i) {
+    for (index i = 0; i < target.rows; ++i) {
+      const T s = p.scale[static_cast<std::size_t>(row0 + i)];
+      const T inv = s > T(0) ? T(1) / s : T(0);  // scale 0 (all-zero row): everything maps to 0
+      for (index g = 0; g < target.cols / 8; ++g) {
         T u[8];
         bool ok = true;
         for (int t = 0; t < 8; ++t) {
@@ -545,24 +611,29 @@ class e8p {
         const auto c = detail::e8p_decode<T>(code);
         for (int t = 0; t < 8; ++t) recon(i, 8 * g + t) = s * c[t];
       }
+    }
     if (!finite) detail::throw_non_finite_target(what, target);
   }
 
   [[nodiscard]] matrix<T> reconstruct(matrix_view<const code_type> codes, const params_type& p,
-                                      index /*row0*/) const {
+                                      index row0) const {
+    detail::check_reconstruct_args("yaqa::e8p::reconstruct", codes.rows, 1, row0, p.rows());
     matrix<T> out(codes.rows, codes.cols * 8);
     for (index g = 0; g < codes.cols; ++g)
       for (index i = 0; i < codes.rows; ++i) {
+        const T s = p.scale[static_cast<std::size_t>(row0 + i)];
         const auto c = detail::e8p_decode<T>(codes(i, g));
-        for (int t = 0; t < 8; ++t) out(i, 8 * g + t) = p.scale * c[t];
+        for (int t = 0; t < 8; ++t) out(i, 8 * g + t) = s * c[t];
       }
     return out;
   }
 
-  //! Exact bits of a rows x cols matrix: 2 bits per weight plus one fp32 scale.
+  //! Exact bits of a rows x cols matrix: 2 bits per weight plus the scales (16 bits per row and
+  //! group, or 32 per group with per_matrix).
   [[nodiscard]] std::size_t storage_bits(index rows, index cols) const {
-    (void)group_cols(cols);
-    return static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols) * 2 + 32;
+    const auto groups = detail::group_count(cols, group_cols(cols));
+    return static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols) * 2 +
+           detail::e8p_scale_bits(opt_.scales, rows, groups);
   }
 
   //! The codeword of a code, in codebook units.

@@ -13,6 +13,7 @@
 //! codewords are within rounding error of each other can get the other one (as with the GEMM
 //! order of the feedback).
 #include <cstdint>
+#include <vector>
 
 #include <yaqa/backend/cuda/kernels/device_math.hpp>
 #include <yaqa/quantizers/e8p.hpp>
@@ -111,20 +112,22 @@ YAQA_HD inline T e8p_decode_entry(const e8p_table_view& tb, std::uint16_t code, 
 }
 
 //! The e8p quantizer as a wavefront unit policy (see grid_unit in rounding_plan.hpp): one 1 x 8
-//! unit, one scale per group of group_cols columns (e8p fits one group per layer).
+//! unit, the scale of (row, group) at scale[group * rows + row] (e8p fits one group per layer
+//! unless its group_size is set, and one scale per row, or the same scale for every row with
+//! e8p_scales::per_matrix).
 template <class T>
 struct e8p_unit {
   using code_type = std::uint16_t;
   static constexpr index unit = 8;
   e8p_table_view table;
-  const T* scale;  // per group
+  const T* scale;  // [group][row]
+  index rows;      // rows of the layer (stride between groups)
   index group_cols;
 
   //! x: 8 targets of row `row` from column col0; writes recon and the code. false: a target was
   //! not finite (code 0, as the CPU).
   YAQA_HD bool operator()(const T* x, T* recon, index row, index col0, code_type& code) const {
-    (void)row;
-    const T s = scale[col0 / group_cols];
+    const T s = scale[(col0 / group_cols) * rows + row];
     const T inv = s > T(0) ? div_rn(T(1), s) : T(0);
     T u[8];
     bool ok = true;
@@ -137,5 +140,27 @@ struct e8p_unit {
     return ok;
   }
 };
+
+//! Number of scales of every group packed [group][row] (host).
+template <class P>
+inline index e8p_packed_scale_count(const std::vector<P>& p) {
+  return p.empty() ? 0 : static_cast<index>(p.size()) * p.front().rows();
+}
+
+//! The e8p scales of every group packed [group][row]: element (row, group) at group * rows + row,
+//! as e8p_unit reads them (host). Every group must have the same rows.
+template <class T, class P>
+std::vector<T> pack_e8p_scales(const std::vector<P>& p, const char* what) {
+  yaqa::detail::require(!p.empty(), what, ": argument 'params' must hold at least one group");
+  const index rows = p.front().rows();
+  std::vector<T> out;
+  out.reserve(static_cast<std::size_t>(e8p_packed_scale_count(p)));
+  for (std::size_t g = 0; g < p.size(); ++g) {
+    yaqa::detail::require<shape_error>(p[g].rows() == rows, what, ": group ", g, " has ", p[g].rows(),
+                                       " scales; expected ", rows, " (group 0)");
+    out.insert(out.end(), p[g].scale.begin(), p[g].scale.end());
+  }
+  return out;
+}
 
 }  // namespace yaqa::cuda::detail

@@ -56,25 +56,26 @@ struct device_quantizer<e8p<T>> {
   device_buffer<std::int8_t> twice_abs;
   device_buffer<std::uint8_t> parity;
   device_buffer<int> norm2_times4;
-  device_buffer<T> scale;
-  index group_cols = 0, groups = 0;
+  device_buffer<T> scale;  // [group][row]
+  index rows_ = 0, group_cols = 0, groups = 0;
   device_quantizer(const cuda_backend& b, const e8p<T>&, const std::vector<typename e8p<T>::params_type>& params,
                    index gc)
-      : twice_abs(b, 256 * 8), parity(b, 256), norm2_times4(b, 256), scale(b, static_cast<index>(params.size())),
-        group_cols(gc), groups(static_cast<index>(params.size())) {
+      : twice_abs(b, 256 * 8), parity(b, 256), norm2_times4(b, 256),
+        scale(b, detail::e8p_packed_scale_count(params)), group_cols(gc), groups(static_cast<index>(params.size())) {
     const detail::e8p_table_view h = detail::e8p_host_table();  // static storage: outlives the copies
     copy_to_device(b, h.twice_abs, twice_abs.data(), 256 * 8);
     copy_to_device(b, h.parity, parity.data(), 256);
     copy_to_device(b, h.norm2_times4, norm2_times4.data(), 256);
-    std::vector<T> s(params.size());
-    for (std::size_t i = 0; i < params.size(); ++i) s[i] = params[i].scale;
-    copy_to_device(b, s.data(), scale.data(), groups);
+    const std::vector<T> s = detail::pack_e8p_scales<T>(params, "yaqa::cuda::device_quantizer<e8p>");
+    rows_ = params.empty() ? 0 : params.front().rows();
+    copy_to_device(b, s.data(), scale.data(), static_cast<index>(s.size()));
     b.synchronize();  // s is a local
   }
   [[nodiscard]] unit_type unit() const {
-    return {detail::e8p_table_view{twice_abs.data(), parity.data(), norm2_times4.data()}, scale.data(), group_cols};
+    return {detail::e8p_table_view{twice_abs.data(), parity.data(), norm2_times4.data()}, scale.data(), rows_,
+            group_cols};
   }
-  [[nodiscard]] index rows() const { return -1; }  // one scale per group, any rows
+  [[nodiscard]] index rows() const { return rows_; }
   [[nodiscard]] index cols() const { return groups * group_cols; }
 };
 
