@@ -83,7 +83,8 @@ TEST_CASE("parse: usage errors exit 2 and name the option", "[cli]") {
       {{"--quantizer", "lloyd", "--bits", "5"}, "--bits must be 2, 3 or 4"},
       {{"--quantizer", "fp4", "--bits", "3"}, "fp4 is 4 bits"},
       {{"--quantizer", "fp4", "--group-size", "16"}, "MX blocks of 32"},
-      {{"--quantizer", "e8p", "--bits", "4"}, "e8p is 2 bits"},
+      {{"--quantizer", "e8p", "--bits", "5"}, "--bits must be 2, 3 or 4 for --quantizer e8p"},
+      {{"--quantizer", "e8p", "--group-size", "12"}, "multiple of 8 for --quantizer e8p"},
       {{"--quantizer", "e8p", "--method", "gptq"}, "gptq needs a scalar quantizer"},
       {{"--quantizer", "lloyd", "--asym"}, "--asym applies to --quantizer int"},
       {{"--group-size", "-4"}, "--group-size must be >= 0"},
@@ -321,9 +322,11 @@ TEST_CASE("run: every quantizer writes codes of its unit and a params table", "[
   const std::vector<qcase> cases{{{"--quantizer", "int", "--asym"}, dtype::u8, 1, 2},
                                  {{"--quantizer", "lloyd", "--bits", "2"}, dtype::u8, 1, 1},
                                  {{"--quantizer", "fp4", "--only", "up"}, dtype::u8, 1, 1},  // in = 32
-                                 {{"--quantizer", "e8p"}, dtype::u16, 8, 1}};
+                                 {{"--quantizer", "e8p"}, dtype::u16, 8, 1},
+                                 {{"--quantizer", "e8p", "--bits", "3", "--group-size", "16"}, dtype::u32, 8, 1},
+                                 {{"--quantizer", "e8p", "--bits", "4"}, dtype::u32, 8, 1}};
   for (const auto& c : cases) {
-    DYNAMIC_SECTION(c.args[1]) {
+    DYNAMIC_SECTION(c.args[1] << " " << c.args.size()) {
       std::ostringstream log;
       (void)cli::run(cli_parse(cli_args(dir.path(), c.args)), log);
       const safetensors_file q(dir / "Q.safetensors");

@@ -160,9 +160,11 @@ inline void validate(options& o, bool bits_given, bool group_given, bool trellis
       o.bits = 4;
       break;
     case quantizer_kind::e8p:
-      require(!bits_given || o.bits == 2, "yaqa-quantize: --quantizer e8p is 2 bits per weight, got --bits ", o.bits);
-      require(!group_given, "yaqa-quantize: --quantizer e8p has one scale per matrix; --group-size does not apply");
-      o.bits = 2;
+      if (!bits_given) o.bits = 2;
+      require(o.bits >= 2 && o.bits <= 4,
+              "yaqa-quantize: --bits must be 2, 3 or 4 for --quantizer e8p (3 and 4: residual E8P), got ", o.bits);
+      require(o.group_size % 8 == 0, "yaqa-quantize: --group-size must be a multiple of 8 for --quantizer e8p, got ",
+              o.group_size);
       break;
     case quantizer_kind::trellis:
       require(!group_given, "yaqa-quantize: --quantizer trellis has one scale per matrix; --group-size does not apply");
@@ -240,11 +242,11 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
       ->check(CLI::IsMember({"rtn", "gptq", "ldlq", "yaqa"}))
       ->capture_default_str();
   app.add_option("--quantizer", quant_s,
-                 "Quantizer: int (uniform grid), lloyd (Gaussian Lloyd-Max), fp4 (E2M1, MX blocks of 32), e8p (2-bit E8 "
-                 "lattice), trellis (QTIP bitshift trellis on 16x16 tiles)")
+                 "Quantizer: int (uniform grid), lloyd (Gaussian Lloyd-Max), fp4 (E2M1, MX blocks of 32), e8p (E8 "
+                 "lattice, 2 bits; 3-4 bits residual E8P), trellis (QTIP bitshift trellis on 16x16 tiles)")
       ->check(CLI::IsMember({"int", "lloyd", "fp4", "e8p", "trellis"}))
       ->capture_default_str();
-  app.add_option("--bits", o.bits, "Bits per weight: int 2..8, lloyd 2..4, trellis 1..4 (fp4 is 4, e8p is 2)")
+  app.add_option("--bits", o.bits, "Bits per weight: int 2..8, lloyd 2..4, e8p 2..4 (default 2), trellis 1..4 (fp4 is 4)")
       ->capture_default_str();
   std::string trellis_s;
   app.add_option("--trellis", trellis_s,
@@ -382,7 +384,9 @@ void with_quantizer(const options& o, F&& f) {
     case quantizer_kind::lloyd:
       return f(lloyd_max_grid<float>(lloyd_max_options{.bits = o.bits, .group_size = o.group_size}));
     case quantizer_kind::fp4: return f(fp4_e2m1<float>());
-    case quantizer_kind::e8p: return f(e8p<float>());
+    case quantizer_kind::e8p:
+      if (o.bits == 2) return f(e8p<float>({.group_size = o.group_size}));
+      return f(e8p_rvq<float>({.bits = o.bits, .group_size = o.group_size}));
     case quantizer_kind::trellis: {
       trellis_options t = o.trellis;
       t.threads = o.threads;
