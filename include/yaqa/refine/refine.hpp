@@ -157,21 +157,147 @@ std::vector<typename Q::params_type> refine_fit(const Q& q, matrix_view<const sc
 
 }  // namespace detail
 
+namespace detail {
+
+//! The refinement's learnable state and one step of the loop (evaluate, then update): what
+//! refine() iterates, and what the benchmark times.
+template <class B, Quantizer Q, class O>
+class refine_stepper {
+ public:
+  using T = scalar_of<Q>;
+  using params_type = typename Q::params_type;
+  static constexpr bool clippable = ClippableQuantizer<Q>;
+
+  //! The hard-quantized state of one step.
+  struct evaluation {
+    objective_value<T> value;          //!< loss and dL/dWhat
+    std::vector<params_type> params;   //!< the grid fitted from W'
+    rounded<Q> result;                 //!< Q(W') with those params
+  };
+
+  //! Sets up D = 0 (with the SVD of w when spectral) and the clip logits; fills the report's
+  //! pattern, rank, parameter count, svd_seconds and lr_abs. step_size: the grid step estimate.
+  //! `basis`: a precomputed frame of w (empty: computed here when the method is spectral).
+  refine_stepper(const B& b, const Q& q, matrix_view<const T> w, const O& objective, const refine_options& opt,
+                 double step_size, double lambda_abs, refine_report& rep, spectral_basis<T> basis = {})
+      : b_(b), q_(q), w_(w), obj_(objective), opt_(opt), g_(q.group_cols(w.cols)), lambda_abs_(lambda_abs),
+        wp_(as_eigen(w)), basis_(std::move(basis)) {
+    const index m = w.rows, n = w.cols;
+    if (opt.method != refine_method::none) {
+      const auto ts = std::chrono::steady_clock::now();
+      if (basis_.rank() == 0) basis_ = make_spectral_basis(w, opt.rank);
+      rep.svd_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
+      const sde_pattern pat = opt.effective_pattern();
+      d_ = spectral_params<T>::zeros(pat, basis_.rank());
+      rep.pattern = to_string(pat);
+      rep.rank = basis_.rank();
+      rep.parameters += pat.parameter_count(basis_.rank());
+      d_.for_each_array([&](T*, index s) { adam_d_.emplace_back(static_cast<std::size_t>(s), opt.adam); });
+      lr_d_ = opt.lr * step_size * std::sqrt(double(m) * double(n) / double(pat.parameter_count(basis_.rank())));
+    }
+    rep.lr_abs = lr_d_;
+    nclip_ = static_cast<std::size_t>(m * (n / g_));
+    if (opt.lwc) {
+      logits_ = clip_logits<T>::init(nclip_, opt.lwc_init);
+      adam_hi_ = adam(nclip_, opt.adam);
+      adam_lo_ = adam(nclip_, opt.adam);
+      rep.parameters += static_cast<index>(2 * nclip_);
+    } else if constexpr (clippable) {
+      c_hi_.assign(nclip_, T(1));  // the straight-through mask of the unclipped grid
+      c_lo_.assign(nclip_, T(1));
+    }
+  }
+
+  [[nodiscard]] bool spectral() const { return opt_.method != refine_method::none; }
+  [[nodiscard]] const matrix<T>& refined() const { return wp_; }  //!< W' of the last evaluate()
+  [[nodiscard]] double d_norm() const { return spectral() ? d_.norm() : 0.0; }
+  [[nodiscard]] clipping_summary clipping() const { return logits_.summary(); }
+
+  //! Forward at the current state: W' = W + U D V^T, the grid (LWC: clipped), What, L and dL/dWhat.
+  evaluation evaluate() {
+    if (spectral() && steps_ > 0) wp_ = as_eigen(w_) + spectral_delta(b_, basis_, d_);
+    if (opt_.lwc) {
+      clip_logits<T>::factors(logits_.gamma, c_hi_);
+      clip_logits<T>::factors(logits_.beta, c_lo_);
+    }
+    evaluation e;
+    e.params = refine_fit(q_, view(std::as_const(wp_)), g_, opt_.lwc ? &c_hi_ : nullptr, opt_.lwc ? &c_lo_ : nullptr);
+    e.result = rtn(b_, q_, view(std::as_const(wp_)), e.params);
+    e.value = obj_.value_and_gradient(view(std::as_const(e.result.weights)));
+    return e;
+  }
+
+  //! Backward through the straight-through estimator and one Adam step (uses e's gradient).
+  void update(evaluation& e) {
+    const index m = w_.rows, n = w_.cols;
+    matrix<T>& gw = e.value.gradient;
+    if constexpr (clippable) {
+      std::vector<T> dh(nclip_, T(0)), dl(nclip_, T(0));
+      for (index c = 0, k = 0; c < n; c += g_, ++k)
+        q_.clip_backward(view(std::as_const(wp_)).col_block(c, g_), e.params[static_cast<std::size_t>(k)],
+                         c_hi_.data() + k * m, c_lo_.data() + k * m, view(gw).col_block(c, g_), dh.data() + k * m,
+                         dl.data() + k * m);
+      if (opt_.lwc) {
+        // chain rule through the sigmoid: dc/dlogit = c (1 - c)
+        for (std::size_t i = 0; i < nclip_; ++i) {
+          dh[i] *= c_hi_[i] * (T(1) - c_hi_[i]);
+          dl[i] *= c_lo_[i] * (T(1) - c_lo_[i]);
+        }
+        adam_hi_.step(logits_.gamma.data(), dh.data(), opt_.lwc_lr);
+        adam_lo_.step(logits_.beta.data(), dl.data(), opt_.lwc_lr);
+      }
+    }
+    if (spectral()) {
+      spectral_params<T> gd = spectral_gradient(b_, basis_, d_, view(std::as_const(gw)));
+      if (lambda_abs_ > 0) {
+        gd.bands += T(2 * lambda_abs_) * d_.bands;
+        gd.block += T(2 * lambda_abs_) * d_.block;
+      }
+      std::vector<T*> grads;
+      gd.for_each_array([&](T* p, index) { grads.push_back(p); });
+      std::size_t i = 0;
+      d_.for_each_array([&](T* p, index) {
+        adam_d_[i].step(p, grads[i], lr_d_);
+        ++i;
+      });
+    }
+    ++steps_;
+  }
+
+ private:
+  B b_;
+  const Q& q_;
+  matrix_view<const T> w_;
+  const O& obj_;
+  const refine_options& opt_;
+  index g_;
+  double lambda_abs_, lr_d_ = 0;
+  matrix<T> wp_;  // W'
+  spectral_basis<T> basis_;
+  spectral_params<T> d_;
+  std::vector<adam> adam_d_;
+  std::size_t nclip_ = 0;
+  clip_logits<T> logits_;
+  std::vector<T> c_hi_, c_lo_;  // clip factors (all ones without LWC)
+  adam adam_hi_, adam_lo_;
+  long steps_ = 0;
+};
+
+}  // namespace detail
+
 //! Refines w (m x n) for quantizer q against `objective` (whose W must be w). See the file
 //! comment. Deterministic for any thread count.
 template <Backend B, Quantizer Q, RefineObjective O>
   requires accessible_from<B, host_space> && std::same_as<typename O::scalar_type, scalar_of<Q>>
 refine_result<Q> refine(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w, const O& objective,
                         const refine_options& opt) {
-  using T = scalar_of<Q>;
   using clock = std::chrono::steady_clock;
   constexpr const char* what = "yaqa::refine";
-  constexpr bool clippable = ClippableQuantizer<Q>;
   const index m = w.rows, n = w.cols;
   detail::require<shape_error>(objective.rows() == m && objective.cols() == n, what, ": the objective is for a ",
                                objective.rows(), "x", objective.cols(), " weight; argument 'W' is ", m, "x", n);
-  const index g = detail::checked_group_cols(what, q, m, n);
-  opt.validate(m, n, clippable);
+  (void)detail::checked_group_cols(what, q, m, n);
+  opt.validate(m, n, ClippableQuantizer<Q>);
   check_finite(what, "W", w);
   const B be = detail::pin_threads(b);
   const auto t0 = clock::now();
@@ -193,128 +319,37 @@ refine_result<Q> refine(const B& b, const Q& q, matrix_view<const scalar_of<Q>> 
     return res;
   }
 
-  // Learnable state.
-  const bool spectral = opt.method != refine_method::none;
-  spectral_basis<T> basis;
-  spectral_params<T> d;
-  adam adam_d;
-  if (spectral) {
-    const auto ts = clock::now();
-    basis = make_spectral_basis(w, opt.rank);
-    rep.svd_seconds = std::chrono::duration<double>(clock::now() - ts).count();
-    const sde_pattern pat = opt.effective_pattern();
-    d = spectral_params<T>::zeros(pat, basis.rank());
-    rep.pattern = to_string(pat);
-    rep.rank = basis.rank();
-    rep.parameters += pat.parameter_count(basis.rank());
-    adam_d = adam(static_cast<std::size_t>(d.bands.size() + d.block.size()), opt.adam);
-  }
-  const std::size_t nclip = static_cast<std::size_t>(m * (n / g));
-  clip_logits<T> logits;
-  std::vector<T> c_hi, c_lo, d_hi, d_lo;
-  adam adam_hi, adam_lo;
-  if (opt.lwc) {
-    logits = clip_logits<T>::init(nclip, opt.lwc_init);
-    adam_hi = adam(nclip, opt.adam);
-    adam_lo = adam(nclip, opt.adam);
-    rep.parameters += static_cast<index>(2 * nclip);
-  }
   // Learning-rate scale: the grid step from RTN's error (uniform-error variance step^2 / 12).
   const double rms_err = (as_eigen(w) - res.weights).template cast<double>().norm() / std::sqrt(double(m) * double(n));
-  const double step_size = std::sqrt(12.0) * rms_err;
-  const double lr_d = spectral ? opt.lr * step_size * std::sqrt(double(m) * double(n) / double(d.pattern.parameter_count(d.rank)))
-                               : 0.0;
-  rep.lr_abs = lr_d;
   const double lambda_abs = rep.w_norm > 0 ? opt.lambda * rep.normalizer / (rep.w_norm * rep.w_norm) : 0.0;
+  detail::refine_stepper<B, Q, O> st(be, q, w, objective, opt, std::sqrt(12.0) * rms_err, lambda_abs, rep);
 
-  matrix<T> wp = as_eigen(w);  // W'
-  std::vector<T> ones_hi, ones_lo;
-  if (clippable && !opt.lwc) {
-    ones_hi.assign(nclip, T(1));
-    ones_lo.assign(nclip, T(1));
-  }
   double best = rep.loss_unrefined;
   int since_best = 0;
   for (int t = 0;; ++t) {
-    // forward
-    if (spectral && t > 0) wp = as_eigen(w) + spectral_delta(be, basis, d);
-    if (opt.lwc) {
-      clip_logits<T>::factors(logits.gamma, c_hi);
-      clip_logits<T>::factors(logits.beta, c_lo);
-    }
-    const auto params = detail::refine_fit(q, view(std::as_const(wp)), g, opt.lwc ? &c_hi : nullptr,
-                                           opt.lwc ? &c_lo : nullptr);
-    rounded<Q> cur = rtn(be, q, view(std::as_const(wp)), params);
-    objective_value<T> ov = objective.value_and_gradient(view(std::as_const(cur.weights)));
-    if (t == 0) rep.loss_initial = ov.loss;
-    const double dn = spectral ? d.norm() : 0.0;
-    if (ov.loss < best) {
-      best = ov.loss;
+    auto e = st.evaluate();
+    const double loss = e.value.loss, dn = st.d_norm();
+    if (t == 0) rep.loss_initial = loss;
+    if (loss < best) {
+      best = loss;
       since_best = 0;
       rep.best_step = t;
-      rep.loss = ov.loss;
+      rep.loss = loss;
       rep.d_norm = dn;
-      rep.clipping = logits.summary();
-      res.refined = wp;
-      static_cast<rounded<Q>&>(res) = std::move(cur);
+      rep.clipping = st.clipping();
+      res.refined = st.refined();
+      static_cast<rounded<Q>&>(res) = e.result;
     } else {
       ++since_best;
     }
-    if (t % opt.trace_every == 0 || t == opt.steps) rep.trace.push_back({t, ov.loss, best, dn});
+    if (t % opt.trace_every == 0 || t == opt.steps) rep.trace.push_back({t, loss, best, dn});
     if (t == opt.steps) break;
     if (opt.patience > 0 && since_best >= opt.patience) {
       rep.early_stop = true;
-      if (rep.trace.back().step != t) rep.trace.push_back({t, ov.loss, best, dn});
+      if (rep.trace.back().step != t) rep.trace.push_back({t, loss, best, dn});
       break;
     }
-    // backward (STE)
-    matrix<T>& gw = ov.gradient;
-    if constexpr (clippable) {
-      const std::vector<T>& hi = opt.lwc ? c_hi : ones_hi;
-      const std::vector<T>& lo = opt.lwc ? c_lo : ones_lo;
-      if (opt.lwc) {
-        d_hi.assign(nclip, T(0));
-        d_lo.assign(nclip, T(0));
-      }
-      T* dh = opt.lwc ? d_hi.data() : nullptr;
-      T* dl = opt.lwc ? d_lo.data() : nullptr;
-      std::vector<T> scratch_hi, scratch_lo;
-      if (!opt.lwc) {
-        scratch_hi.assign(static_cast<std::size_t>(m), T(0));
-        scratch_lo.assign(static_cast<std::size_t>(m), T(0));
-      }
-      // The in-range mask and the factor gradients use the params this step's forward used.
-      const auto& pcur = params;
-      for (index c = 0, k = 0; c < n; c += g, ++k)
-        q.clip_backward(view(std::as_const(wp)).col_block(c, g), pcur[static_cast<std::size_t>(k)],
-                        hi.data() + k * m, lo.data() + k * m, view(gw).col_block(c, g),
-                        dh ? dh + k * m : scratch_hi.data(), dl ? dl + k * m : scratch_lo.data());
-    }
-    if (spectral) {
-      spectral_params<T> gd = spectral_gradient(be, basis, d, view(std::as_const(gw)));
-      if (lambda_abs > 0) {
-        gd.bands += T(2 * lambda_abs) * d.bands;
-        gd.block += T(2 * lambda_abs) * d.block;
-      }
-      std::vector<T> flat_g, flat_d;
-      gd.for_each_array([&](T* p, index s) { flat_g.insert(flat_g.end(), p, p + s); });
-      d.for_each_array([&](T* p, index s) { flat_d.insert(flat_d.end(), p, p + s); });
-      adam_d.step(flat_d.data(), flat_g.data(), lr_d);
-      std::size_t off = 0;
-      d.for_each_array([&](T* p, index s) {
-        std::copy(flat_d.begin() + off, flat_d.begin() + off + s, p);
-        off += static_cast<std::size_t>(s);
-      });
-    }
-    if (opt.lwc) {
-      // chain rule through the sigmoid: dc/dlogit = c (1 - c)
-      for (std::size_t i = 0; i < nclip; ++i) {
-        d_hi[i] *= c_hi[i] * (T(1) - c_hi[i]);
-        d_lo[i] *= c_lo[i] * (T(1) - c_lo[i]);
-      }
-      adam_hi.step(logits.gamma.data(), d_hi.data(), opt.lwc_lr);
-      adam_lo.step(logits.beta.data(), d_lo.data(), opt.lwc_lr);
-    }
+    st.update(e);
     rep.steps_run = t + 1;
   }
   rep.seconds = std::chrono::duration<double>(clock::now() - t0).count();
