@@ -5,7 +5,8 @@
 //!
 //!   normalize factors (mean diagonal 1, dead inputs) -> optional two-sided random Hadamard
 //!   transform -> damped block LDL (fp64) -> fit quantizer params on the rotated W ("static
-//!   groups") -> round (RTN / GPTQ / LDLQ / YAQA) -> un-rotate
+//!   groups") -> round (RTN / GPTQ / LDLQ / YAQA) -> optional coordinate-descent refinement
+//!   (cd_sweeps) -> un-rotate
 //!
 //! Never throws for a numerically hopeless Hessian: when every damp fails, the layer is rounded
 //! without feedback and the report says so (feedback = false, fallback_reason).
@@ -20,6 +21,7 @@
 #include <yaqa/linalg/damping.hpp>
 #include <yaqa/linalg/hadamard.hpp>
 #include <yaqa/linalg/preprocess.hpp>
+#include <yaqa/rounding/coordinate_descent.hpp>
 #include <yaqa/rounding/gptq.hpp>
 #include <yaqa/rounding/ldlq.hpp>
 #include <yaqa/rounding/proxy.hpp>
@@ -54,6 +56,9 @@ struct rounding_options {
   bool act_order = false;
   bool static_groups = false;
   bool report_baseline = true;   //!< also report the RTN proxy with the same quantizer ("before")
+  //! Coordinate-descent sweeps after rounding (0 = off): monotone on the objective relative_proxy
+  //! reports (see quantize_layer, stage "cd", and coordinate_descent.hpp).
+  index cd_sweeps = 0;
 
   //! Throws invalid_argument (naming the option and the dims) when the options cannot work for an
   //! m x n layer and quantizer Q.
@@ -64,6 +69,7 @@ struct rounding_options {
                     tile_rows, "x", tile_cols);
     detail::check_damping_options(what, damping);
     detail::checked_group_cols(what, q, m, n);
+    detail::require(cd_sweeps >= 0, what, ": option 'cd_sweeps' must be >= 0, got ", cd_sweeps);
     if (algorithm == method::yaqa) {
       detail::require<shape_error>(m % tile_rows == 0 && n % tile_cols == 0, what, ": the tile ", tile_rows,
                                    "x", tile_cols, " must divide the layer ", m, "x", n,
@@ -118,6 +124,13 @@ struct layer_report {
   bool feedback = true;              //!< false: factorization failed, rounded without feedback
   std::string fallback_reason;
   factor_report in, out;             //!< normalization, dead inputs, identity fallback
+  //! Coordinate descent (cd_sweeps > 0 and feedback): sweeps run, units changed over all sweeps,
+  //! and relative_proxy's objective before and after it (NaN when it did not run);
+  //! relative_proxy itself is measured after CD.
+  index cd_sweeps_run = 0;
+  index cd_units_changed = 0;
+  double cd_relative_proxy_before = std::numeric_limits<double>::quiet_NaN();
+  double cd_relative_proxy_after = std::numeric_limits<double>::quiet_NaN();
   std::vector<stage_time> times;
   double seconds = 0;
 };
@@ -253,6 +266,30 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
   }
   lap("round");
 
+  // 4b. coordinate descent on the objective relative_proxy reports: the damped factors of the
+  // report below, i.e. tr(dW (H_in + d_in I) dW^T H_out) with H_out + d_out I for YAQA, H_out as
+  // given (undamped) for RTN/GPTQ/LDLQ, and I (passed as "none": the same minimiser) when no
+  // H_out was given. Skipped without feedback (the factors were hopeless).
+  double cd_before = 0, cd_after = 0, cd_scale = 1;
+  if (opt.cd_sweeps > 0 && rep.feedback) {
+    const double dout = two_sided ? rep.damp_out : 0.0;
+    matrix<T> cd_hin = hin.template cast<T>(), cd_hout;
+    cd_hin.diagonal().array() += T(rep.damp_in);
+    if (!h_out.empty()) {
+      cd_hout = hout.template cast<T>();
+      cd_hout.diagonal().array() += T(dout);
+    } else {
+      cd_scale = static_cast<double>(T(1) + T(dout));  // the report's H_out = (1 + d_out) I
+    }
+    const cd_report cd = coordinate_descent(be, q, view(wr), view(std::as_const(cd_hin)),
+                                            view(std::as_const(cd_hout)), out, cd_options{.sweeps = opt.cd_sweeps});
+    rep.cd_sweeps_run = cd.sweeps_run();
+    rep.cd_units_changed = cd.units_changed();
+    cd_before = cd.proxy_before();
+    cd_after = cd.proxy_after();
+    lap("cd");
+  }
+
   // 5. report, in the rotated basis with the damped factors
   {
     const double di = rep.damp_in, dout = two_sided ? rep.damp_out : 0.0;
@@ -265,6 +302,10 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
     const proxy_pair err = kronecker_proxies(be, view(dw), hi, ho);
     rep.relative_proxy = err.two_sided / base.two_sided;
     rep.relative_proxy_one_sided = err.one_sided / base.one_sided;
+    if (rep.cd_sweeps_run > 0) {
+      rep.cd_relative_proxy_before = cd_scale * cd_before / base.two_sided;
+      rep.cd_relative_proxy_after = cd_scale * cd_after / base.two_sided;
+    }
     if (opt.report_baseline) {
       const matrix<T> dr = wr - rtn(be, q, view(wr)).weights;
       rep.baseline_relative_proxy = kronecker_proxy(be, view(dr), hi, ho) / base.two_sided;
