@@ -49,6 +49,7 @@
 #include <yaqa/refine/spectral.hpp>
 
 #include <yaqa/rounding/common.hpp>
+#include <yaqa/rounding/coordinate_descent.hpp>
 #include <yaqa/rounding/gptq.hpp>
 #include <yaqa/rounding/layer.hpp>
 #include <yaqa/rounding/ldlq.hpp>

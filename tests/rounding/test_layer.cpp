@@ -180,3 +180,46 @@ TEST_CASE("quantize_layer is bit-identical across thread counts", "[rounding][la
     CHECK(r.report.relative_proxy == ref.report.relative_proxy);
   }
 }
+
+TEST_CASE("quantize_layer's cd_sweeps lowers relative_proxy", "[rounding][layer][cd]") {
+  const auto p = test::make_kronecker_layer<float>(64, 96, 16, 16, 17);
+  test::row_scaled_grid<float> q;
+  q.group = 32;
+  struct run {
+    method a;
+    bool with_h_out;
+  };
+  for (run c : {run{method::yaqa, true}, run{method::ldlq, false}, run{method::gptq, false},
+                run{method::ldlq, true}, run{method::rtn, true}}) {
+    INFO(method_name(c.a) << (c.with_h_out ? " with H_out" : " without H_out"));
+    const auto h_out = c.with_h_out ? view(p.h_out) : matrix_view<const float>{};
+    rounding_options o;
+    o.algorithm = c.a;
+    o.seed = 5;
+    const auto plain = quantize_layer(q, view(p.w), view(p.h_in), h_out, o);
+    o.cd_sweeps = 3;
+    const auto cd = quantize_layer(q, view(p.w), view(p.h_in), h_out, o);
+    const auto& r = cd.report;
+    INFO("relative proxy " << plain.report.relative_proxy << " -> " << r.relative_proxy << " (CD "
+                           << r.cd_relative_proxy_before << " -> " << r.cd_relative_proxy_after << ", "
+                           << r.cd_units_changed << " units in " << r.cd_sweeps_run << " sweeps)");
+    CHECK(r.relative_proxy < plain.report.relative_proxy);
+    CHECK(r.cd_sweeps_run >= 1);
+    CHECK(r.cd_sweeps_run <= 3);
+    CHECK(r.cd_units_changed > 0);
+    // CD's own figures are the reported objective before and after
+    CHECK(r.cd_relative_proxy_before == Approx(plain.report.relative_proxy).epsilon(1e-4));
+    CHECK(r.cd_relative_proxy_after == Approx(r.relative_proxy).epsilon(1e-4));
+    if (!c.with_h_out) CHECK(r.relative_proxy_one_sided < plain.report.relative_proxy_one_sided);
+    REQUIRE(r.times.size() == 7);
+    CHECK(r.times[3].stage == "round");
+    CHECK(r.times[4].stage == "cd");
+    CHECK(std::isnan(plain.report.cd_relative_proxy_before));
+    CHECK(plain.report.cd_sweeps_run == 0);
+    CHECK(cd.codes != plain.codes);
+  }
+  rounding_options bad;
+  bad.cd_sweeps = -1;
+  CHECK_THROWS_WITH(quantize_layer(q, view(p.w), view(p.h_in), view(p.h_out), bad),
+                    Catch::Contains("'cd_sweeps'"));
+}

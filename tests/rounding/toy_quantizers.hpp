@@ -1,7 +1,8 @@
 #pragma once
 // Small quantizers used only by the rounding tests, so they do not depend on the library's own
 // quantizers: a uniform grid (step s, no params), a per-row scaled grid with groups, and a
-// 2-element vector quantizer (the D2 "checkerboard" lattice), all exact and cheap.
+// 2-element vector quantizer (the D2 "checkerboard" lattice), and a 16x16 tile quantizer (the
+// D256 checkerboard lattice on a whole tile, standing in for a trellis), all exact and cheap.
 #include <cmath>
 #include <cstdint>
 
@@ -95,8 +96,57 @@ struct d2_pairs {
   double bits_per_weight() const { return 32; }
 };
 
+//! Tile quantizer on 16 x 16 units (a trellis tile's shape): nearest point of the D_256
+//! "checkerboard" lattice {k in Z^256 : sum k even} scaled by `step`, i.e. round every element,
+//! then if the sum is odd re-round the element with the largest rounding error the other way
+//! (Conway & Sloane's exact D_n decoder; ties to the first such element in column-major order).
+//! The code is a 64-bit hash of the 256 integers (enough to tell tiles apart in tests).
+template <class T>
+struct d256_tiles {
+  using scalar_type = T;
+  using code_type = std::uint64_t;
+  struct params_type {};
+  static constexpr yaqa::index unit_rows = 16;
+  static constexpr yaqa::index unit_cols = 16;
+  T step = T(0.5);
+  yaqa::index group_cols(yaqa::index n) const { return n; }
+  params_type fit(matrix_view<const T>) const { return {}; }
+  void quantize(matrix_view<const T> t, const params_type&, yaqa::index, matrix_view<T> recon,
+                matrix_view<code_type> codes) const {
+    for (yaqa::index tj = 0; tj < t.cols; tj += 16)
+      for (yaqa::index ti = 0; ti < t.rows; ti += 16) {
+        T k[256];
+        long long parity = 0;
+        int worst = 0;
+        T worst_err = T(-1);
+        for (int b = 0; b < 16; ++b)
+          for (int a = 0; a < 16; ++a) {
+            const T x = t(ti + a, tj + b) / step;
+            const T r = std::nearbyint(x);
+            k[a + 16 * b] = r;
+            parity += static_cast<long long>(r);
+            const T err = std::abs(x - r);
+            if (err > worst_err) worst_err = err, worst = a + 16 * b;
+          }
+        if (parity % 2 != 0) {
+          const T x = t(ti + worst % 16, tj + worst / 16) / step;
+          k[worst] += (x > k[worst] ? T(1) : T(-1));
+        }
+        std::uint64_t h = 1469598103934665603ull;
+        for (int e = 0; e < 256; ++e) {
+          h ^= static_cast<std::uint64_t>(static_cast<long long>(k[e]));
+          h *= 1099511628211ull;
+          recon(ti + e % 16, tj + e / 16) = k[e] * step;
+        }
+        codes(ti / 16, tj / 16) = h;
+      }
+  }
+  double bits_per_weight() const { return 64.0 / 256.0; }
+};
+
 static_assert(Quantizer<uniform_grid<float>>);
 static_assert(Quantizer<row_scaled_grid<double>>);
 static_assert(Quantizer<d2_pairs<float>>);
+static_assert(Quantizer<d256_tiles<double>>);
 
 }  // namespace yaqa::test

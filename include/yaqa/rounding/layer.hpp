@@ -4,8 +4,10 @@
 //! weight in the original basis", with a report of what happened.
 //!
 //!   normalize factors (mean diagonal 1, dead inputs) -> optional two-sided random Hadamard
-//!   transform -> damped block LDL (fp64) -> fit quantizer params on the rotated W ("static
-//!   groups") -> round (RTN / GPTQ / LDLQ / YAQA) -> un-rotate
+//!   transform -> damped block LDL (fp64) -> optional CQE+ refinement (LSI / SDE / LWC, the
+//!   `refine` options: a learned grid, and W' for RTN) -> fit quantizer params on the rotated W
+//!   ("static groups") unless refined -> round (RTN / GPTQ / LDLQ / YAQA) -> optional
+//!   coordinate-descent refinement (cd_sweeps) -> un-rotate
 //!
 //! Never throws for a numerically hopeless Hessian: when every damp fails, the layer is rounded
 //! without feedback and the report says so (feedback = false, fallback_reason).
@@ -21,6 +23,7 @@
 #include <yaqa/linalg/hadamard.hpp>
 #include <yaqa/linalg/preprocess.hpp>
 #include <yaqa/refine/refine.hpp>
+#include <yaqa/rounding/coordinate_descent.hpp>
 #include <yaqa/rounding/gptq.hpp>
 #include <yaqa/rounding/ldlq.hpp>
 #include <yaqa/rounding/proxy.hpp>
@@ -59,6 +62,9 @@ struct rounding_options {
   //! (docs/refine.md): RTN rounds the refined W' on the learned grid; GPTQ / LDLQ / YAQA round
   //! with the learned grid (refine.handover says whether the target is W or W').
   refine_options refine{};
+  //! Coordinate-descent sweeps after rounding (0 = off): monotone on the objective relative_proxy
+  //! reports (see quantize_layer, stage "cd", and coordinate_descent.hpp).
+  index cd_sweeps = 0;
 
   //! Throws invalid_argument (naming the option and the dims) when the options cannot work for an
   //! m x n layer and quantizer Q.
@@ -69,6 +75,7 @@ struct rounding_options {
                     tile_rows, "x", tile_cols);
     detail::check_damping_options(what, damping);
     detail::checked_group_cols(what, q, m, n);
+    detail::require(cd_sweeps >= 0, what, ": option 'cd_sweeps' must be >= 0, got ", cd_sweeps);
     if (algorithm == method::yaqa) {
       detail::require<shape_error>(m % tile_rows == 0 && n % tile_cols == 0, what, ": the tile ", tile_rows,
                                    "x", tile_cols, " must divide the layer ", m, "x", n,
@@ -127,6 +134,13 @@ struct layer_report {
   //! The refinement stage (method none when rounding_options::refine is off); its losses are
   //! the method's own objective in the rotated, damped basis (divide by normalizer).
   refine_report refine;
+  //! Coordinate descent (cd_sweeps > 0 and feedback): sweeps run, units changed over all sweeps,
+  //! and relative_proxy's objective before and after it (NaN when it did not run);
+  //! relative_proxy itself is measured after CD.
+  index cd_sweeps_run = 0;
+  index cd_units_changed = 0;
+  double cd_relative_proxy_before = std::numeric_limits<double>::quiet_NaN();
+  double cd_relative_proxy_after = std::numeric_limits<double>::quiet_NaN();
   std::vector<stage_time> times;
   double seconds = 0;
 };
@@ -235,9 +249,10 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
   }
   lap("factor");
 
-  // 3b. refine: learn W' and/or the grid on the method's objective (the one the report's
-  // relative_proxy measures: two-sided for YAQA, tr(dW H_in dW^T) otherwise), damped like the
-  // factors (GPTQ factors later, inside its loop: its first damp)
+  // 3b. refine: learn W' and/or the grid on the objective the report's relative_proxy measures
+  // (the same one coordinate descent descends): tr(dW (H_in + d_in I) dW^T H_out) with H_out +
+  // d_out I for YAQA, H_out as given for RTN/GPTQ/LDLQ, none (= I) when no H_out was given
+  // (GPTQ factors later, inside its loop: its first damp)
   rounded<Q>& out = res;
   std::optional<std::vector<typename Q::params_type>> grid;
   matrix<T> target_refined;
@@ -247,12 +262,11 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
     matrix<T> hin_d = hin.template cast<T>();
     hin_d.diagonal().array() += T(di);
     matrix<T> hout_d;
-    if (two_sided) {
+    if (!h_out.empty()) {
       hout_d = hout.template cast<T>();
-      hout_d.diagonal().array() += T(rep.damp_out);
+      hout_d.diagonal().array() += T(two_sided ? rep.damp_out : 0.0);
     }
-    const kronecker_objective<T, B> objective(be, view(wr), view(std::as_const(hin_d)),
-                                              two_sided ? view(std::as_const(hout_d)) : matrix_view<const T>{});
+    const kronecker_objective<T, B> objective(be, view(wr), view(std::as_const(hin_d)), view(std::as_const(hout_d)));
     refine_result<Q> rr = refine(be, q, view(wr), objective, opt.refine);
     rep.refine = std::move(rr.report);
     if (opt.algorithm == method::rtn || !rep.feedback) {
@@ -295,6 +309,30 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
   }
   lap("round");
 
+  // 4b. coordinate descent on the objective relative_proxy reports: the damped factors of the
+  // report below, i.e. tr(dW (H_in + d_in I) dW^T H_out) with H_out + d_out I for YAQA, H_out as
+  // given (undamped) for RTN/GPTQ/LDLQ, and I (passed as "none": the same minimiser) when no
+  // H_out was given. Skipped without feedback (the factors were hopeless).
+  double cd_before = 0, cd_after = 0, cd_scale = 1;
+  if (opt.cd_sweeps > 0 && rep.feedback) {
+    const double dout = two_sided ? rep.damp_out : 0.0;
+    matrix<T> cd_hin = hin.template cast<T>(), cd_hout;
+    cd_hin.diagonal().array() += T(rep.damp_in);
+    if (!h_out.empty()) {
+      cd_hout = hout.template cast<T>();
+      cd_hout.diagonal().array() += T(dout);
+    } else {
+      cd_scale = static_cast<double>(T(1) + T(dout));  // the report's H_out = (1 + d_out) I
+    }
+    const cd_report cd = coordinate_descent(be, q, view(wr), view(std::as_const(cd_hin)),
+                                            view(std::as_const(cd_hout)), out, cd_options{.sweeps = opt.cd_sweeps});
+    rep.cd_sweeps_run = cd.sweeps_run();
+    rep.cd_units_changed = cd.units_changed();
+    cd_before = cd.proxy_before();
+    cd_after = cd.proxy_after();
+    lap("cd");
+  }
+
   // 5. report, in the rotated basis with the damped factors
   {
     const double di = rep.damp_in, dout = two_sided ? rep.damp_out : 0.0;
@@ -307,6 +345,10 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
     const proxy_pair err = kronecker_proxies(be, view(dw), hi, ho);
     rep.relative_proxy = err.two_sided / base.two_sided;
     rep.relative_proxy_one_sided = err.one_sided / base.one_sided;
+    if (rep.cd_sweeps_run > 0) {
+      rep.cd_relative_proxy_before = cd_scale * cd_before / base.two_sided;
+      rep.cd_relative_proxy_after = cd_scale * cd_after / base.two_sided;
+    }
     if (opt.report_baseline) {
       const matrix<T> dr = wr - rtn(be, q, view(wr)).weights;
       rep.baseline_relative_proxy = kronecker_proxy(be, view(dr), hi, ho) / base.two_sided;
