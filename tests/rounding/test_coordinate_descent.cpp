@@ -76,6 +76,15 @@ std::vector<yaqa::index> naive_cd(const Q& q, const matrix<typename Q::scalar_ty
   return changed;
 }
 
+//! A start far from optimal: RTN of W + noise (params fitted on the noisy W). The first sweep
+//! then changes most units, so the tiles take the dense (GEMM) update path, not the sparse one.
+template <class Q>
+rounded<Q> noisy_start(const Q& q, const matrix<typename Q::scalar_type>& w, std::uint64_t seed) {
+  using T = typename Q::scalar_type;
+  const matrix<T> noisy = w + test::random_matrix<T>(w.rows(), w.cols(), seed, 0.5 * std::sqrt(w.squaredNorm() / double(w.size())));
+  return rtn(q, view(noisy));
+}
+
 template <class T>
 MatrixXd dbl(const matrix<T>& a) {
   return a.template cast<double>();
@@ -149,6 +158,16 @@ TEMPLATE_TEST_CASE("coordinate_descent matches the naive reference for scalar un
       CHECK(counts[0] > 0);
       CHECK(weights_match_codes(q, fast));
     }
+    {  // the same from a noisy start: most tiles take the dense path
+      const auto p = test::make_kronecker_layer<T>(37, 60, 1, 12, 13);
+      const int_grid<T> q(int_grid_options{.bits = 3, .group_size = 12});
+      auto fast = noisy_start(q, p.w, 14), slow = fast;
+      coordinate_descent(q, view(p.w), view(p.h_in), view(p.h_out), fast, o);
+      const auto counts = naive_cd(q, p.w, dbl(p.h_in), dbl(p.h_out), slow, 2, bl.br, bl.bw);
+      CHECK(counts[0] > 37 * 60 / 3);
+      CHECK(fast.codes == slow.codes);
+      CHECK(fast.weights == slow.weights);
+    }
     {  // Lloyd-Max 2-bit, 37 x 53, two-sided
       const auto p = test::make_kronecker_layer<T>(37, 53, 1, 1, 12);
       const lloyd_max_grid<T> q(lloyd_max_options{.bits = 2});
@@ -213,6 +232,25 @@ TEMPLATE_TEST_CASE("coordinate_descent with H_out = I is one-sided QuantEase", "
     for (std::size_t s = 0; s < counts.size(); ++s) CHECK(rn.sweeps[s].units_changed == counts[s]);
     for (const auto& s : rn.sweeps) CHECK(s.proxy_after <= s.proxy_before);
     CHECK(rn.proxy_after() == Approx(proxy_of(none, p, false)).epsilon(1e-9));
+  }
+  // dense path (noisy start), scalar and 1x8 units
+  {
+    auto none = noisy_start(q, p.w, 32), slow = none;
+    const cd_report rn = coordinate_descent(q, view(p.w), view(p.h_in), {}, none, cd_options{.sweeps = 2, .block_rows = 16, .block_cols = 16});
+    naive_cd(q, p.w, dbl(p.h_in), MatrixXd::Identity(37, 37), slow, 2, 16, 16);
+    CHECK(rn.sweeps[0].units_changed > 37 * 60 / 3);
+    CHECK(none.codes == slow.codes);
+    CHECK(none.weights == slow.weights);
+  }
+  {
+    const auto pv = test::make_kronecker_layer<T>(24, 40, 8, 8, 33);
+    const e8p<T> v;
+    auto none = rtn(v, view(pv.w)), slow = none;
+    const cd_report rn = coordinate_descent(v, view(pv.w), view(pv.h_in), {}, none, cd_options{.sweeps = 2, .block_rows = 8, .block_cols = 16});
+    naive_cd(v, pv.w, dbl(pv.h_in), MatrixXd::Identity(24, 24), slow, 2, 8, 16);
+    CHECK(rn.sweeps[0].units_changed > 0);
+    CHECK(none.codes == slow.codes);
+    CHECK(none.weights == slow.weights);
   }
   // QuantEase's order is column by column for every row: the row blocks do not matter
   auto a = start, b = start;

@@ -124,14 +124,14 @@ matrix<double> cd_block_pinv(const matrix<double>& h) {
       const double d = h(b, b);
       out(0, b) = d > 0 ? 1.0 / d : 0.0;
     } else {
-      using M = Eigen::Matrix<double, K, K>;
-      const M blk = h.template block<K, K>(b, b);
-      Eigen::SelfAdjointEigenSolver<M> es(blk);
-      const auto& ev = es.eigenvalues();
-      const double top = ev.maxCoeff();
-      Eigen::Matrix<double, K, 1> inv;
+      const matrix<double> blk = h.block(b, b, K, K);  // dynamic size: setup only
+      Eigen::SelfAdjointEigenSolver<matrix<double>> es(blk);
+      const vector<double>& ev = es.eigenvalues();
+      double top = ev(0);
+      for (int i = 1; i < K; ++i) top = std::max(top, ev(i));
+      vector<double> inv(K);
       for (int i = 0; i < K; ++i) inv(i) = (top > 0 && ev(i) > 1e-12 * top) ? 1.0 / ev(i) : 0.0;
-      out.template block<K, K>(0, b) = es.eigenvectors() * inv.asDiagonal() * es.eigenvectors().transpose();
+      out.block(0, b, K, K) = es.eigenvectors() * inv.asDiagonal() * es.eigenvectors().transpose();
     }
   }
   return out;
@@ -140,15 +140,13 @@ matrix<double> cd_block_pinv(const matrix<double>& h) {
 //! Everything a tile needs, shared read-only between tiles (except r, whose tiles are disjoint).
 template <Quantizer Q>
 struct cd_context {
-  using T = scalar_of<Q>;
   const Q& q;
   rounded<Q>& r;
   index g;                         // group width
-  matrix_view<const T> w;          // m x n
   const matrix<double>& hin;       // n x n, exactly symmetric
   const matrix<double>* hout;      // m x m, exactly symmetric; nullptr = identity
   const matrix<double>& binv;      // unit_cols x n: pseudo-inverses of H_in's unit blocks
-  const matrix<double>* ainv;      // unit_rows x m (nullptr with hout)
+  const matrix<double>* ainv;      // unit_rows x m: H_out's unit blocks (nullptr without H_out)
 };
 
 //! A changed unit of a tile: its offset (row, column) inside the tile; its δ is in the tile's dt.
@@ -156,8 +154,8 @@ using cd_moved = std::vector<std::pair<index, index>>;
 
 //! One tile: rows [i0, i0 + hb), columns [s0, s0 + wb). rt (hb x wb) holds R of the tile at the
 //! start (all earlier tiles' changes included); dt (hb x wb, zero on entry) receives the changes
-//! δ of the units listed in `moved` (in visiting order). Units are visited
-//! column by column, top to bottom. Returns the number of units changed.
+//! δ of the units listed in `moved` (in visiting order). Units are visited column by column, top
+//! to bottom. Returns the number of units changed.
 template <Quantizer Q, class RT, class DT>
 index cd_tile(const cd_context<Q>& cx, index i0, index hb, index s0, index wb, RT&& rt, DT&& dt, cd_moved& moved) {
   using T = scalar_of<Q>;
@@ -383,7 +381,7 @@ cd_report coordinate_descent(const B& b, const Q& q, matrix_view<const scalar_of
       ops::template gemm<double>(be, trans::none, trans::transpose, 1.0, hinv, view(e), 0.0, view(Rt));
     }
   }
-  const detail::cd_context<Q> cx{q, r, g, w, hin, two_sided ? &hout_store : nullptr, binv,
+  const detail::cd_context<Q> cx{q, r, g, hin, two_sided ? &hout_store : nullptr, binv,
                                  two_sided ? &ainv_store : nullptr};
   double proxy = detail::cd_objective(r.weights, w, Rt);
   rep.setup_seconds = std::chrono::duration<double>(clock::now() - t0).count();
@@ -446,21 +444,13 @@ cd_report coordinate_descent(const B& b, const Q& q, matrix_view<const scalar_of
         if (c == 0) continue;
         changed += c;
         strip_changed = true;
-        if (sparse(c, hb, wb)) {  // P[:, J] += H_out[:, I_u] δ, unit by unit, rows split across threads
-          auto apply = [&](index r0, index h) {
-            for (const auto& [rr, cc] : moved) {
-              if constexpr (ur == 1 && uc == 1)
-                P.col(cc).segment(r0, h).noalias() += dt(rr, cc) * hout_store.col(i0 + rr).segment(r0, h);
-              else
-                P.block(r0, cc, h, uc).noalias() +=
-                    hout_store.block(r0, i0 + rr, h, ur) * dt.template block<ur, uc>(rr, cc);
-            }
-          };
-          // each element sums the units in list order: the split does not change the result
-          if (m * c * ur * uc >= (index{1} << 18))
-            detail::parallel_chunks(host, m, detail::chunk_width(m), apply);
-          else
-            apply(0, m);
+        if (sparse(c, hb, wb)) {  // P[:, J] += H_out[:, I_u] δ, unit by unit (memory-bound: one thread)
+          for (const auto& [rr, cc] : moved) {
+            if constexpr (ur == 1 && uc == 1)
+              P.col(cc).noalias() += dt(rr, cc) * hout_store.col(i0 + rr);
+            else
+              P.middleCols(cc, uc).noalias() += hout_store.middleCols(i0 + rr, ur) * dt.template block<ur, uc>(rr, cc);
+          }
         } else {
           ops::template gemm<double>(be, trans::none, trans::none, 1.0,
                                      view(std::as_const(hout_store)).block(0, i0, m, hb),
