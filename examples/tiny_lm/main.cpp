@@ -294,6 +294,12 @@ int main(int argc, char** argv) try {
     for (method_id m : {method_id::rtn_rht, method_id::ldlq, method_id::yaqa_a, method_id::yaqa_b})
       settings.push_back({m, format_id::trellis, bits});
   settings.push_back({method_id::yaqa_b, format_id::trellis16, 2});
+  // Coordinate descent after YAQA (issue #16): every format at 2 bits, the int grid at 3 and 4.
+  for (method_id m : {method_id::yaqa_a, method_id::yaqa_b}) {
+    for (int bits : {2, 3, 4}) settings.push_back({m, format_id::int_grid, bits, refine_id::none, true});
+    settings.push_back({m, format_id::e8p, 2, refine_id::none, true});
+    settings.push_back({m, format_id::trellis, 2, refine_id::none, true});
+  }
   if (!opt.rows.empty()) {
     const std::regex re(opt.rows);
     std::erase_if(settings, [&](const quant_setting& s) {

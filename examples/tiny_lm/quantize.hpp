@@ -61,6 +61,7 @@ struct quant_setting {
   format_id format = format_id::int_grid;
   int bits = 3;
   refine_id refine = refine_id::none;
+  bool cd = false;  //!< coordinate-descent sweeps (quant_config::cd_sweeps) after rounding
 };
 
 //! "RTN", "YAQA-B+LWC", "RTN+SDE+LWC", "SDE+LWC+CL", ...
@@ -73,6 +74,7 @@ inline std::string setting_label(const quant_setting& s) {
     case refine_id::sde_lwc: l += "+SDE+LWC"; break;
     case refine_id::cl: l = "SDE+LWC+CL"; break;
   }
+  if (s.cd) l += "+CD";
   return l;
 }
 
@@ -84,6 +86,7 @@ struct quant_config {
   double trellis_scale_override = 0.9;  //!< QTIP's --scale_override
   index tile = 16;              //!< td_x = td_y (YAQA) and the LDLQ block
   double sigma = 1e-2;          //!< damping, relative to the mean diagonal
+  yaqa::index cd_sweeps = 3;    //!< "+CD" rows: coordinate-descent sweeps after rounding
   yaqa::refine_options refine = default_refine();  //!< LWC / SDE rows (method and lwc set per row)
   static yaqa::refine_options default_refine() {
     yaqa::refine_options r;
@@ -98,7 +101,8 @@ struct quant_config {
                                 "; QTIP trellis: qtip12 = L 12 3INST V 1, qtip16 = L 16 HYB V 2, K = bits, scale_override ",
                                 trellis_scale_override,
                                 "; tiles ", tile, "x", tile, "; damping ", sigma,
-                                " x mean diagonal; RHT on for GPTQ/LDLQ/YAQA; refinement: SDE ",
+                                " x mean diagonal; RHT on for GPTQ/LDLQ/YAQA; +CD: ", cd_sweeps,
+                                " coordinate-descent sweeps; refinement: SDE ",
                                 yaqa::to_string(refine.pattern), ", ", refine.steps, " Adam steps, lr ", refine.lr,
                                 " x grid step, LWC lr ", refine.lwc_lr);
   }
@@ -128,6 +132,7 @@ inline layer_outcome quantize_weights(const yaqa::cpu_backend& be, const quant_s
   opt.damping.sigma = qc.sigma;
   opt.incoherence = s.method != method_id::rtn;
   opt.report_baseline = false;
+  if (s.cd) opt.cd_sweeps = qc.cd_sweeps;
   if (s.refine != refine_id::none) {
     opt.refine = qc.refine;
     opt.refine.method = s.refine == refine_id::lwc ? yaqa::refine_method::none : yaqa::refine_method::sde;

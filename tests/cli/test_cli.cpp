@@ -67,7 +67,7 @@ TEST_CASE("parse: --help documents every option", "[cli]") {
   for (const char* opt : {"--weights", "--hessians", "--out", "--method", "--quantizer", "--bits", "--group-size",
                           "--asym", "--mse", "--rht", "--no-rht", "--sketch", "--tile", "--damp", "--seed", "--threads",
                           "--report", "--only", "--quiet", "--refine", "--sde-pattern", "--lwc", "--refine-steps",
-                          "--refine-lr", "--refine-lambda", "--trellis"})
+                          "--refine-lr", "--refine-lambda", "--trellis", "--cd-sweeps"})
     CHECK_THAT(r.message, Catch::Contains(opt));
 }
 
@@ -109,6 +109,7 @@ TEST_CASE("parse: usage errors exit 2 and name the option", "[cli]") {
       {{"--refine", "sde", "--sde-pattern", "topleft:0"}, "needs a block size K >= 1"},
       {{"--refine", "lsi", "--sde-pattern", "full"}, "--sde-pattern applies to --refine sde only"},
       {{"--refine-steps", "-3"}, "--refine-steps must be >= 0"},
+      {{"--cd-sweeps", "-1"}, "--cd-sweeps must be >= 0"},
       {{"--refine-lr", "0"}, "--refine-lr must be finite and > 0"},
       {{"--refine-lambda", "-1"}, "--refine-lambda must be finite and >= 0"},
       {{"--quantizer", "e8p", "--lwc"}, "--lwc (learnable clipping) applies to --quantizer int only"},
@@ -416,6 +417,34 @@ TEST_CASE("run: --refine matches quantize_layer and reports the refinement", "[c
         CHECK(rel_frobenius(rebuild_int(q, l.name), to_matrix<float>(q.at(l.name)).cast<double>()) < 1e-5);
       }
     }
+  }
+}
+
+TEST_CASE("run: --cd-sweeps matches quantize_layer and lowers the proxy", "[cli]") {
+  temp_dir dir;
+  write_cli_model(dir.path());
+  const safetensors_file wf(dir / "W.safetensors"), hf(dir / "H.safetensors");
+  const auto opts = cli_parse(cli_args(dir.path(), {"--method", "yaqa", "--bits", "2", "--cd-sweeps", "2", "--report",
+                                                    (dir / "r.json").string()}));
+  CHECK(opts.cd_sweeps == 2);
+  std::ostringstream log;
+  (void)cli::run(opts, log);
+  const safetensors_file q(dir / "Q.safetensors");
+  const auto r = nlohmann::json::parse(read_file(dir / "r.json"));
+  const cli_model model;
+  for (const auto& l : model.layers) {
+    const matrix<float> w = to_matrix<float>(wf.at(l.name));
+    const matrix<float> hin = to_matrix<float>(hf.at(l.name + ".H_in")), hout = to_matrix<float>(hf.at(l.name + ".H_out"));
+    rounding_options ro;
+    ro.cd_sweeps = 2;
+    const auto ref = quantize_layer(int_grid<float>({.bits = 2, .sym = true}), view(w), view(hin), view(hout), ro);
+    CHECK(to_matrix<float>(q.at(l.name)) == ref.weights);
+    for (const auto& x : r["layers"])
+      if (x["name"] == l.name) {
+        INFO(x.dump());
+        CHECK(x["cd"]["relative_proxy_after"].get<double>() < x["cd"]["relative_proxy_before"].get<double>());
+        CHECK(x["relative_proxy"].get<double>() == Approx(x["cd"]["relative_proxy_after"].get<double>()));
+      }
   }
 }
 

@@ -66,6 +66,7 @@ struct options {
   std::string report;    //!< JSON report path; empty: none
   std::string only;      //!< ECMAScript regex searched in weight names; empty: all
   bool quiet = false;
+  index cd_sweeps = 0;        //!< --cd-sweeps: coordinate-descent sweeps after rounding
   trellis_options trellis{};  //!< --trellis L,K,V,CODE (K is --bits)
   refine_options refine{};  //!< --refine, --sde-pattern, --lwc, --refine-steps, --refine-lr, --refine-lambda
 };
@@ -191,6 +192,7 @@ inline void validate(options& o, bool bits_given, bool group_given, bool trellis
           "yaqa-quantize: --act-order and --static-groups apply to --method gptq only, not ", method_name(o.algorithm));
   require(!o.refine.lwc || o.quantizer == quantizer_kind::int_grid,
           "yaqa-quantize: --lwc (learnable clipping) applies to --quantizer int only, not ", q);
+  require(o.cd_sweeps >= 0, "yaqa-quantize: --cd-sweeps must be >= 0, got ", o.cd_sweeps);
   require(o.refine.steps >= 0, "yaqa-quantize: --refine-steps must be >= 0, got ", o.refine.steps);
   require(std::isfinite(o.refine.lr) && o.refine.lr > 0, "yaqa-quantize: --refine-lr must be finite and > 0, got ",
           o.refine.lr);
@@ -272,6 +274,9 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
   app.add_option("--report", o.report, "Write the per-layer report as JSON to this file");
   app.add_option("--only", o.only, "Quantize only weights whose name matches this regex (searched, ECMAScript)");
   app.add_flag("-q,--quiet", o.quiet, "No progress lines on stderr");
+  app.add_option("--cd-sweeps", o.cd_sweeps,
+                 "Coordinate-descent sweeps after rounding (QuantEase-style, monotone on the proxy); 0 = off")
+      ->capture_default_str();
   std::string refine_s = "none", pattern_s = "diag";
   app.add_option("--refine", refine_s,
                  "Refine W before rounding (CQE+, docs/refine.md): none, lsi (learnable singular-value increment) "
@@ -513,6 +518,7 @@ inline run_summary run(const options& o, std::ostream& log) {
   ro.act_order = o.act_order;
   ro.static_groups = o.static_groups;
   ro.refine = o.refine;
+  ro.cd_sweeps = o.cd_sweeps;
   const cpu_backend backend{o.threads};
 
   safetensors_writer out;
@@ -541,6 +547,7 @@ inline run_summary run(const options& o, std::ostream& log) {
                     {"threads", backend.thread_count()}, {"only", o.only},
                     {"trellis", o.quantizer == quantizer_kind::trellis
                                     ? concat_trellis(o.trellis) : std::string()},
+                    {"cd_sweeps", o.cd_sweeps},
                     {"refine", refine_method_name(o.refine.method)}, {"sde_pattern", to_string(o.refine.pattern)},
                     {"lwc", o.refine.lwc}, {"refine_steps", o.refine.steps}, {"refine_lr", o.refine.lr},
                     {"refine_lambda", o.refine.lambda}};
@@ -628,6 +635,11 @@ inline run_summary run(const options& o, std::ostream& log) {
                                  {"seconds", lr.seconds},
                                  {"stages", times}});
         if (o.refine.enabled()) rep["layers"].back()["refine"] = detail::refine_json(lr.refine);
+        if (lr.cd_sweeps_run > 0)
+          rep["layers"].back()["cd"] = {{"sweeps", lr.cd_sweeps_run},
+                                        {"units_changed", lr.cd_units_changed},
+                                        {"relative_proxy_before", lr.cd_relative_proxy_before},
+                                        {"relative_proxy_after", lr.cd_relative_proxy_after}};
         ++k;
         if (!o.quiet) {
           log << "[" << k << "/" << plan.size() << "] " << name << " [" << m << "x" << n << "] "

@@ -278,7 +278,7 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
     }
   }
   const auto target = target_refined.size() > 0 ? view(std::as_const(target_refined)) : view(wr);
-  lap("refine");
+  if (opt.refine.enabled()) lap("refine");
 
   // 4. round
   if (rounded_by_refine) {
