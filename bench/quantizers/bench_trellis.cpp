@@ -4,7 +4,8 @@
 // threads (0 = all), weights per call. Also: one Viterbi pass with L fixed at compile time
 // against L at run time (the quantizer's choice), and decoding.
 // BYTES counts the target read, the reconstruction and the codes written.
-// FOM: BM_trellis_quantize/16/2/2/1/4096 (weights/s at L = 16, K = 2, HYB, one thread).
+// FOM: BM_trellis_quantize/16/2/2/1/4096 (weights/s at L = 16, K = 2, HYB, one thread; per-row
+// scales since they were added, one scale per matrix before).
 #include <array>
 #include <cstdint>
 #include <vector>
@@ -21,11 +22,12 @@ yaqa::trellis_code code_of(std::int64_t i) {
   return i == 0 ? yaqa::trellis_code::one_mad : i == 1 ? yaqa::trellis_code::three_inst : yaqa::trellis_code::hyb;
 }
 
-void BM_trellis_quantize(benchmark::State& state) {
+template <yaqa::trellis_scales Scales>
+void trellis_quantize(benchmark::State& state) {
   const int l = static_cast<int>(state.range(0)), k = static_cast<int>(state.range(1));
   const int threads = static_cast<int>(state.range(3));
   const yaqa::index weights = state.range(4), n = weights / 16;
-  const yaqa::trellis<float> q({.l = l, .k = k, .code = code_of(state.range(2)), .threads = threads});
+  const yaqa::trellis<float> q({.l = l, .k = k, .code = code_of(state.range(2)), .scales = Scales, .threads = threads});
   const auto w = yaqa::test::random_matrix<float>(16, n, 3);
   const auto p = q.fit(yaqa::view(w));  // the calibration (first use of a configuration) is not timed
   yaqa::matrix<float> recon(16, n);
@@ -37,6 +39,13 @@ void BM_trellis_quantize(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * weights);
   yaqa::bench::set_bytes(state, double(weights) * 2 * sizeof(float) + double(codes.size()) * q.bytes_per_tile());
+}
+
+// The default per-row scales: rows of (slightly) different RMS, so every tile's walk is weighted.
+void BM_trellis_quantize(benchmark::State& state) { trellis_quantize<yaqa::trellis_scales::per_row>(state); }
+// One scale per matrix (QTIP's): the unweighted walk, as before per-row scales.
+void BM_trellis_quantize_per_matrix(benchmark::State& state) {
+  trellis_quantize<yaqa::trellis_scales::per_matrix>(state);
 }
 
 // One unconstrained Viterbi pass over a tile (half of what a tail-biting tile costs), K = 2,
@@ -52,8 +61,8 @@ void BM_trellis_pass(benchmark::State& state) {
   std::vector<std::uint32_t> st(256);
   auto& ws = yaqa::detail::trellis_scratch<float>();
   for (auto _ : state) {
-    const float c = pass(tb->v0.data(), tb->v1.empty() ? nullptr : tb->v1.data(), l, x.data(), 256 / v, -1, ws,
-                         st.data());
+    const float c = pass(tb->v0.data(), tb->v1.empty() ? nullptr : tb->v1.data(), l, x.data(), nullptr, 256 / v, -1,
+                         ws, st.data());
     benchmark::DoNotOptimize(c);
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * 256);
@@ -67,7 +76,7 @@ void BM_trellis_reconstruct(benchmark::State& state) {
   auto g = yaqa::test::make_rng(5);
   for (yaqa::index i = 0; i < codes.size(); ++i)
     for (int wd = 0; wd < 8 * q.k(); ++wd) codes.data()[i].words[static_cast<std::size_t>(wd)] = static_cast<std::uint32_t>(g());
-  const yaqa::trellis<float>::params_type p{0.5f};
+  const yaqa::trellis<float>::params_type p{std::vector<float>(static_cast<std::size_t>(n), 0.5f)};
   for (auto _ : state) {
     auto out = q.reconstruct(yaqa::view(std::as_const(codes)), p, 0);
     benchmark::DoNotOptimize(out.data());
@@ -87,6 +96,12 @@ BENCHMARK(BM_trellis_quantize)
     ->UseRealTime();
 // Smoke size (all arguments < 1000): one tile at L = 10.
 BENCHMARK(BM_trellis_quantize)->Args({10, 2, 2, 1, 256})->Unit(benchmark::kMillisecond)->UseRealTime();
+// One scale per matrix (QTIP's): the unweighted walk, for comparison with the weighted one.
+BENCHMARK(BM_trellis_quantize_per_matrix)
+    ->ArgsProduct({{12}, {2, 4}, {0, 2}, {1}, {16384}})
+    ->Args({16, 2, 2, 1, 4096})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 // Compile-time against run-time L.
 BENCHMARK_TEMPLATE(BM_trellis_pass, 12)->Args({12, 1})->Args({12, 2})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_trellis_pass, 16)->Args({16, 1})->Args({16, 2})->Unit(benchmark::kMicrosecond)->UseRealTime();

@@ -98,7 +98,8 @@ struct quant_config {
     return yaqa::detail::concat("int grid: asymmetric=", sym ? "no" : "yes", ", group ", group_size,
                                 "; E8P: 2 bits, RVQ (E8P + E81B / E8P) 3-4 bits, per-row scales, group ",
                                 group_size, ", scale_override ", e8p_scale_override,
-                                "; QTIP trellis: qtip12 = L 12 3INST V 1, qtip16 = L 16 HYB V 2, K = bits, scale_override ",
+                                "; QTIP trellis: qtip12 = L 12 3INST V 1, qtip16 = L 16 HYB V 2, K = bits, per-row scales, "
+                                "scale_override ",
                                 trellis_scale_override,
                                 "; tiles ", tile, "x", tile, "; damping ", sigma,
                                 " x mean diagonal; RHT on for GPTQ/LDLQ/YAQA; +CD: ", cd_sweeps,

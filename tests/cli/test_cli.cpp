@@ -58,6 +58,8 @@ TEST_CASE("parse: defaults and every option", "[cli]") {
   CHECK(t.bits == 3);
   CHECK(cli_parse({"--weights", "w", "--hessians", "h", "--out", "o", "--quantizer", "trellis", "--bits", "2"}).trellis.k ==
         2);
+  CHECK(cli_parse({"--weights", "w", "--hessians", "h", "--out", "o", "--quantizer", "trellis", "--group-size", "32"})
+            .trellis.group_size == 32);
 }
 
 TEST_CASE("parse: --help documents every option", "[cli]") {
@@ -119,6 +121,7 @@ TEST_CASE("parse: usage errors exit 2 and name the option", "[cli]") {
       {{"--quantizer", "trellis", "--trellis", "16,2,0,hyb", "--bits", "3"}, "disagrees with K = 2"},
       {{"--quantizer", "trellis", "--bits", "5"}, "--bits must be 1..4 for --quantizer trellis"},
       {{"--quantizer", "trellis", "--method", "gptq"}, "gptq needs a scalar quantizer"},
+      {{"--quantizer", "trellis", "--group-size", "24"}, "--group-size a multiple of 16"},
       {{"--trellis", "16,2,0,hyb"}, "--trellis applies to --quantizer trellis only"},
   };
   for (const auto& [extra, expected] : cases) {
@@ -362,14 +365,15 @@ TEST_CASE("run: --quantizer trellis writes one bitstream per tile that rebuilds 
     CHECK(meta["trellis"]["l"] == 10);
     CHECK(meta["trellis"]["code"] == "3inst");
     const vector<float> params = to_vector<float>(q.at(l.name + ".qparams"));
-    REQUIRE(params.size() == 1);
+    REQUIRE(params.size() == std::size_t(l.out));  // one scale per row
     // decode every tile from its bytes
     matrix<trellis_bits> bits(l.out / 16, l.in / 16);
     const auto* b = reinterpret_cast<const std::uint8_t*>(codes.bytes.data());
     for (yaqa::index i = 0, t = 0; i < bits.rows(); ++i)
       for (yaqa::index j = 0; j < bits.cols(); ++j, ++t)
         bits(i, j) = tq.from_bytes(std::span<const std::uint8_t>(b + t * 64, 64));
-    const matrix<float> rebuilt = tq.reconstruct(view(std::as_const(bits)), {params[0]}, 0);
+    const trellis<float>::params_type tp{std::vector<float>(params.begin(), params.end())};
+    const matrix<float> rebuilt = tq.reconstruct(view(std::as_const(bits)), tp, 0);
     CHECK(rebuilt == to_matrix<float>(q.at(l.name)));
   }
 }

@@ -33,14 +33,19 @@ TEMPLATE_TEST_CASE("cuda trellis quantize gives the CPU walks, streams and recon
     int l, k;
     trellis_code code;
     yaqa::index m, n, batch_bytes;
+    trellis_scales scales;
   };
-  // batch_bytes 0: one tile per batch (many batches); 1 GiB: one batch
-  for (auto c : {cfg{12, 2, trellis_code::hyb, 48, 80, yaqa::index(1) << 30},
-                 cfg{10, 3, trellis_code::one_mad, 32, 48, 0},
-                 cfg{11, 4, trellis_code::three_inst, 16, 64, yaqa::index(1) << 30},
-                 cfg{16, 2, trellis_code::hyb, 16, 32, yaqa::index(1) << 30}}) {
-    const trellis<T> q({.l = c.l, .k = c.k, .code = c.code});
-    const matrix<T> w = test::random_matrix<T>(c.m, c.n, 90 + std::uint64_t(c.l));
+  // batch_bytes 0: one tile per batch (many batches); 1 GiB: one batch. Rows of very different
+  // RMS and a zero row: per_row runs the weighted walk, per_matrix the unweighted one.
+  for (auto c : {cfg{12, 2, trellis_code::hyb, 48, 80, yaqa::index(1) << 30, trellis_scales::per_row},
+                 cfg{10, 3, trellis_code::one_mad, 32, 48, 0, trellis_scales::per_row},
+                 cfg{11, 4, trellis_code::three_inst, 16, 64, yaqa::index(1) << 30, trellis_scales::per_row},
+                 cfg{16, 2, trellis_code::hyb, 16, 32, yaqa::index(1) << 30, trellis_scales::per_row},
+                 cfg{10, 2, trellis_code::three_inst, 32, 48, yaqa::index(1) << 30, trellis_scales::per_matrix}}) {
+    const trellis<T> q({.l = c.l, .k = c.k, .code = c.code, .scales = c.scales});
+    matrix<T> w = test::random_matrix<T>(c.m, c.n, 90 + std::uint64_t(c.l));
+    for (yaqa::index i = 0; i < c.m; ++i) w.row(i) *= T(0.1 + 0.25 * double(i % 13));
+    w.row(c.m - 3).setZero();
     const auto p = q.fit(view(w));
     matrix<T> recon(c.m, c.n);
     matrix<trellis_bits> codes(c.m / 16, c.n / 16);
@@ -53,7 +58,8 @@ TEMPLATE_TEST_CASE("cuda trellis quantize gives the CPU walks, streams and recon
     cuda::quantize<T>(b, q, dt, p, dw.cview(), drecon.view(), dcodes.view(), c.batch_bytes);
     const matrix<trellis_bits> gcodes = cuda::to_host(b, dcodes);
     const matrix<T> grecon = test::download(drecon);
-    INFO("L=" << c.l << " K=" << c.k << " code " << to_string(c.code) << " " << c.m << "x" << c.n);
+    INFO("L=" << c.l << " K=" << c.k << " code " << to_string(c.code) << " " << c.m << "x" << c.n << " scales "
+              << int(c.scales));
     // The device rounds every error term separately, the CPU may fuse (x - v)^2 + c: walks can
     // differ where two costs tie to rounding, never by more than that.
     CHECK(test::mismatch_fraction(gcodes, codes) <= 0.1);
@@ -87,6 +93,11 @@ TEST_CASE("cuda trellis: bad shapes, mismatched tables, non-finite targets", "[c
                   shape_error);
   CHECK_THROWS_WITH(cuda::quantize<float>(b, other, dt, p, test::upload(w).cview(), r.view(), c.view()),
                     Catch::Contains("'tables'"));
+  // params fitted on other rows: one scale per target row is required
+  const auto p32 = q.fit(view(matrix<float>(test::random_matrix<float>(32, 32, 8))));
+  CHECK_THROWS_WITH(cuda::quantize<float>(b, q, dt, p32, test::upload(w).cview(), r.view(), c.view()),
+                    Catch::Contains("'p'"));
+  CHECK_THROWS_AS(cuda::reconstruct<float>(b, q, dt, p32, c.cview(), r.view()), shape_error);
   w(5, 20) = std::numeric_limits<float>::quiet_NaN();
   CHECK_THROWS_AS(cuda::quantize<float>(b, q, dt, p, test::upload(w).cview(), r.view(), c.view()), non_finite_error);
 }

@@ -1,8 +1,9 @@
 // The bitshift-trellis quantizer (quantizers/trellis.hpp) against naive references: the codes'
 // recipes, the Viterbi (an O(2^L 2^KV) relaxation over the trellis edges), QTIP's tail-biting
-// scheme and the exact tail-biting optimum, the bit layout and bytes, determinism across thread
-// counts, the rounding drivers, the MSE on Gaussian data against QTIP's published figures, and
-// bad input.
+// scheme and the exact tail-biting optimum, the bit layout and bytes, per-row scales and the
+// weighted walk (against the naive relaxation with weights), per_matrix as the previous single
+// scale, determinism across thread counts, the rounding drivers, the MSE on Gaussian data against
+// QTIP's published figures, and bad input.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -19,6 +20,7 @@
 #include <support/approx.hpp>
 #include <support/generators.hpp>
 #include <yaqa/io/float16.hpp>
+#include <yaqa/linalg/hadamard.hpp>
 #include <yaqa/quantizers/trellis.hpp>
 #include <yaqa/rounding/ldlq.hpp>
 #include <yaqa/rounding/proxy.hpp>
@@ -82,16 +84,19 @@ struct walk {
 // Viterbi by relaxing every edge i -> j = (i 2^KV mod 2^L) + c of the trellis (QTIP §3.1), in
 // double: O(2^L 2^KV) per step, written from the edge definition rather than predecessor groups.
 // overlap >= 0: start states with top L-KV bits == overlap, end states with bottom L-KV bits ==
-// overlap. Ties: the smallest predecessor, the smallest end state.
-walk naive_viterbi(const config& c, const std::vector<double>& u, long overlap, std::function<double(std::uint32_t, int)> value) {
+// overlap. Ties: the smallest predecessor, the smallest end state. weight: empty, or the weight of
+// each target's squared error (the objective sum_i weight_i (u_i - value_i)^2).
+walk naive_viterbi(const config& c, const std::vector<double>& u, long overlap, std::function<double(std::uint32_t, int)> value,
+                   const std::vector<double>& weight = {}) {
   const int kv = c.k * c.v, steps = int(u.size()) / c.v;
   const std::uint32_t S = 1u << c.l, mask = S - 1, ns = 1u << kv;
   const double inf = std::numeric_limits<double>::infinity();
   auto err = [&](std::uint32_t s, int t) {
     double e = 0;
     for (int j = 0; j < c.v; ++j) {
-      const double d = u[std::size_t(t * c.v + j)] - value(s, j);
-      e += d * d;
+      const std::size_t i = std::size_t(t * c.v + j);
+      const double d = u[i] - value(s, j);
+      e += (weight.empty() ? 1.0 : weight[i]) * d * d;
     }
     return e;
   };
@@ -127,22 +132,26 @@ walk naive_viterbi(const config& c, const std::vector<double>& u, long overlap, 
   return w;
 }
 
-// QTIP's Algorithm 4 with the naive Viterbi.
-walk naive_tail_biting(const config& c, const std::vector<double>& u, std::function<double(std::uint32_t, int)> value) {
+// QTIP's Algorithm 4 with the naive Viterbi (weights as naive_viterbi's, rotated with the targets).
+walk naive_tail_biting(const config& c, const std::vector<double>& u, std::function<double(std::uint32_t, int)> value,
+                       const std::vector<double>& weight = {}) {
   const int steps = 256 / c.v, half = steps / 2, kv = c.k * c.v;
-  std::vector<double> rot(256);
-  for (int i = 0; i < 256; ++i) rot[std::size_t(i)] = u[std::size_t((i + half * c.v) % 256)];
-  const walk first = naive_viterbi(c, rot, -1, value);
-  return naive_viterbi(c, u, long(first.states[std::size_t(half)] >> kv), value);
+  std::vector<double> rot(256), rot_w(weight.empty() ? 0 : 256);
+  for (int i = 0; i < 256; ++i) {
+    rot[std::size_t(i)] = u[std::size_t((i + half * c.v) % 256)];
+    if (!weight.empty()) rot_w[std::size_t(i)] = weight[std::size_t((i + half * c.v) % 256)];
+  }
+  const walk first = naive_viterbi(c, rot, -1, value, rot_w);
+  return naive_viterbi(c, u, long(first.states[std::size_t(half)] >> kv), value, weight);
 }
 
-// The cost of a walk in double.
+// The (weighted) cost of a walk in double.
 double walk_cost(const config& c, const std::vector<double>& u, const std::vector<std::uint32_t>& st,
-                 const std::function<double(std::uint32_t, int)>& value) {
+                 const std::function<double(std::uint32_t, int)>& value, const std::vector<double>& weight = {}) {
   double e = 0;
   for (int i = 0; i < 256; ++i) {
     const double d = u[std::size_t(i)] - value(st[std::size_t(i / c.v)], i % c.v);
-    e += d * d;
+    e += (weight.empty() ? 1.0 : weight[std::size_t(i)]) * d * d;
   }
   return e;
 }
@@ -164,15 +173,16 @@ std::vector<double> gaussian(std::size_t n, std::uint64_t seed, double sigma = 1
   return x;
 }
 
-// A fast pass (the quantizer's kernel) on u, in T.
+// A fast pass (the quantizer's kernel) on u, in T; amp: empty or the amplitude of each target.
 template <class T>
-std::pair<T, std::vector<std::uint32_t>> fast_pass(const trellis<T>& q, const std::vector<double>& u, long overlap) {
+std::pair<T, std::vector<std::uint32_t>> fast_pass(const trellis<T>& q, const std::vector<double>& u, long overlap,
+                                                   const std::vector<double>& amp = {}) {
   const auto& tb = q.table();
   const auto pass = detail::trellis_pass_for<T>(q.k(), q.v());
-  std::vector<T> ut(u.begin(), u.end());
+  std::vector<T> ut(u.begin(), u.end()), at(amp.begin(), amp.end());
   std::vector<std::uint32_t> st(std::size_t(256 / q.v()));
-  const T cost = pass(tb.v0.data(), tb.v1.empty() ? nullptr : tb.v1.data(), q.l(), ut.data(), 256 / q.v(), overlap,
-                      detail::trellis_scratch<T>(), st.data());
+  const T cost = pass(tb.v0.data(), tb.v1.empty() ? nullptr : tb.v1.data(), q.l(), ut.data(),
+                      at.empty() ? nullptr : at.data(), 256 / q.v(), overlap, detail::trellis_scratch<T>(), st.data());
   return {cost, st};
 }
 
@@ -359,7 +369,15 @@ TEST_CASE("trellis codes: bytes round trip, bit accounting, a yaqa::matrix of st
     const trellis<float> q({.l = 10, .k = k, .code = trellis_code::one_mad});
     CHECK(q.bits_per_weight() == double(k));
     CHECK(q.bytes_per_tile() == 32 * k);
-    CHECK(q.storage_bits(48, 80) == std::size_t(48 * 80 * k + 32));
+    // a 16-bit scale per row (and group), or one 32-bit scale per group with per_matrix
+    CHECK(q.storage_bits(48, 80) == std::size_t(48 * 80 * k + 48 * 16));
+    CHECK(trellis<float>({.l = 10, .k = k, .code = trellis_code::one_mad, .scales = trellis_scales::per_matrix})
+              .storage_bits(48, 80) == std::size_t(48 * 80 * k + 32));
+    CHECK(trellis<float>({.l = 10, .k = k, .code = trellis_code::one_mad, .group_size = 16}).storage_bits(48, 80) ==
+          std::size_t(48 * 80 * k + 48 * 5 * 16));
+    CHECK(trellis<float>({.l = 10, .k = k, .code = trellis_code::one_mad, .scales = trellis_scales::per_matrix,
+                          .group_size = 16})
+              .storage_bits(48, 80) == std::size_t(48 * 80 * k + 5 * 32));
     const auto u = gaussian(256, 900 + std::uint64_t(k));
     std::array<float, 256> ut{};
     std::copy(u.begin(), u.end(), ut.begin());
@@ -406,11 +424,22 @@ TEMPLATE_TEST_CASE("trellis quantizer: fit, decode, idempotence, sub-blocks", "[
     const trellis<T> q({.l = 10, .k = 2, .code = code});
     INFO("code " << to_string(code));
     CHECK(q.group_cols(48) == 48);
+    CHECK(q.scales() == trellis_scales::per_row);
     const auto p = q.fit(view(w));
-    const double rms = std::sqrt(w.template cast<double>().squaredNorm() / double(w.size()));
-    CHECK(double(p.scale) == Approx(rms * q.optimal_scale()).epsilon(1e-6));
+    REQUIRE(p.rows() == 32);
+    for (yaqa::index i = 0; i < 32; i += 7) {  // per row: the row's RMS
+      const double rms = std::sqrt(w.row(i).template cast<double>().squaredNorm() / 48.0);
+      CHECK(double(p.scale[std::size_t(i)]) == Approx(rms * q.optimal_scale()).epsilon(1e-6));
+    }
     const trellis<T> q9({.l = 10, .k = 2, .code = code, .scale_override = 0.9});
-    CHECK(double(q9.fit(view(w)).scale) == Approx(double(p.scale) / 0.9).epsilon(1e-6));
+    CHECK(double(q9.fit(view(w)).scale[5]) == Approx(double(p.scale[5]) / 0.9).epsilon(1e-6));
+    // per_matrix: the RMS of the whole region, for every row
+    const trellis<T> qm({.l = 10, .k = 2, .code = code, .scales = trellis_scales::per_matrix});
+    const auto pm = qm.fit(view(w));
+    REQUIRE(pm.rows() == 32);
+    const double rms = std::sqrt(w.template cast<double>().squaredNorm() / double(w.size()));
+    CHECK(double(pm.scale[0]) == Approx(rms * q.optimal_scale()).epsilon(1e-6));
+    CHECK(std::all_of(pm.scale.begin(), pm.scale.end(), [&](T x) { return x == pm.scale[0]; }));
     test::check_decode_and_idempotence(q, w, p);
     // a block of rows 16..31, columns 16..47, through strided views
     const auto full = test::run_quantize(q, w, p);
@@ -422,23 +451,296 @@ TEMPLATE_TEST_CASE("trellis quantizer: fit, decode, idempotence, sub-blocks", "[
     CHECK(codes_big(2, 1) == full.codes(1, 1));
     CHECK(codes_big(2, 2) == full.codes(1, 2));
     CHECK(recon_big(0, 16) == T(-7));
-    // Each tile's reconstruction is scale times the values of its walk, row-major in the tile.
+    // Each tile's reconstruction is its row's scale times the values of its walk, row-major.
     const auto r = test::run_quantize(q, w, p);
     const auto& g = q.geometry();
     for (int e = 0; e < 256; e += 17) {
       const std::uint32_t st = q.state_at(r.codes(1, 2), e / g.v);
-      CHECK(r.recon(16 + e / 16, 32 + e % 16) == p.scale * q.value(st, e % g.v));
+      CHECK(r.recon(16 + e / 16, 32 + e % 16) == p.scale[std::size_t(16 + e / 16)] * q.value(st, e % g.v));
     }
+    // reconstruct reads rows [row0, row0 + 16 codes.rows) of the params
+    const matrix<trellis_bits> lower = r.codes.block(1, 0, 1, 3);
+    CHECK(q.reconstruct(view(lower), p, 16) == matrix<T>(r.recon.block(16, 0, 16, 48)));
+    CHECK_THROWS_AS(q.reconstruct(view(lower), p, 17), shape_error);
     const double rel_err = (r.recon - w).template cast<double>().norm() / w.template cast<double>().norm();
     CHECK(rel_err > 0.2);  // about sqrt(MSE) at 2 bits
     CHECK(rel_err < 0.32);
   }
-  // An all-zero region has scale 0 and reconstructs to zeros.
+  // An all-zero region has scale 0 and reconstructs to zeros; so does a zero row among others.
   const trellis<T> q({.l = 9, .k = 3, .code = trellis_code::three_inst});
   const matrix<T> z = matrix<T>::Zero(16, 32);
   const auto pz = q.fit(view(z));
-  CHECK(pz.scale == T(0));
+  CHECK(std::all_of(pz.scale.begin(), pz.scale.end(), [](T x) { return x == T(0); }));
   CHECK(test::run_quantize(q, z, pz).recon.isZero());
+  matrix<T> wz = test::random_matrix<T>(32, 32, 44);
+  wz.row(3).setZero();
+  const auto pwz = q.fit(view(wz));
+  CHECK(pwz.scale[3] == T(0));
+  CHECK(pwz.scale[4] > T(0));
+  const auto rz = test::run_quantize(q, wz, pwz);
+  CHECK(rz.recon.row(3).isZero());
+  CHECK(rz.recon.allFinite());
+  CHECK(q.reconstruct(view(std::as_const(rz.codes)), pwz, 0) == rz.recon);
+}
+
+// ---- per-row scales and the weighted walk -----------------------------------------------------
+
+namespace {
+
+// A rows x cols Gaussian matrix whose row i is multiplied by f(i).
+template <class T>
+matrix<T> scaled_rows(yaqa::index rows, yaqa::index cols, std::uint64_t seed, const std::function<double(yaqa::index)>& f) {
+  matrix<T> w = test::random_matrix<T>(rows, cols, seed);
+  for (yaqa::index i = 0; i < rows; ++i) w.row(i) *= T(f(i));
+  return w;
+}
+
+template <class T>
+double rel_err(const matrix<T>& approx, const matrix<T>& exact) {
+  return (approx - exact).template cast<double>().squaredNorm() / exact.template cast<double>().squaredNorm();
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("trellis weighted Viterbi equals a naive weighted relaxation", "[quantizers][trellis]", float,
+                   double) {
+  // The pass with amplitudes a_i minimizes sum_i a_i^2 (u_i - value_i)^2: the naive relaxation with
+  // weights a_i^2 is the reference. Amplitudes per row of 16 (what quantize gives, a zero row
+  // included) and per element.
+  using T = TestType;
+  const double rel = sizeof(T) == 4 ? 2e-5 : 1e-11;
+  int walks = 0, same = 0, changed = 0;
+  for (const config c : {config{8, 2, 1, trellis_code::one_mad}, config{9, 3, 1, trellis_code::three_inst},
+                         config{10, 1, 1, trellis_code::one_mad}, config{10, 2, 2, trellis_code::hyb},
+                         config{8, 4, 2, trellis_code::hyb}}) {
+    const trellis<T> q({.l = c.l, .k = c.k, .v = c.v, .code = c.code});
+    const auto value = [&](std::uint32_t s, int j) { return double(q.value(s, j)); };
+    for (int rep = 0; rep < 2; ++rep) {
+      const auto u = gaussian(256, 700 + std::uint64_t(c.l * 10 + c.k + rep), 1.0 + rep);
+      std::vector<double> amp(256), weight(256);
+      auto g = test::make_rng(710 + std::uint64_t(c.l + rep));
+      std::uniform_real_distribution<double> ud(0.0, 1.0);
+      const double rows[16] = {1, 0.3, 0.05, 0.8, 0, 0.6, 1, 0.12, 0.9, 0.45, 0.2, 1, 0.7, 0.33, 0.08, 0.55};
+      for (int i = 0; i < 256; ++i) {
+        amp[std::size_t(i)] = rep == 0 ? rows[i / 16] : ud(g);
+        amp[std::size_t(i)] = double(T(amp[std::size_t(i)]));  // what the kernel sees
+        weight[std::size_t(i)] = amp[std::size_t(i)] * amp[std::size_t(i)];
+      }
+      for (long overlap : {-1L, long(rep * 29 + c.k) % (1L << (c.l - c.k * c.v))}) {
+        INFO("L=" << c.l << " K=" << c.k << " V=" << c.v << " code " << to_string(c.code) << " rep " << rep
+                  << " overlap " << overlap);
+        const walk ref = naive_viterbi(c, u, overlap, value, weight);
+        const auto [cost, st] = fast_pass(q, u, overlap, amp);
+        REQUIRE(valid_walk(c, st));
+        const double true_cost = walk_cost(c, u, st, value, weight);
+        CHECK(double(cost) == Approx(true_cost).epsilon(rel));  // the reported cost is the walk's
+        CHECK(true_cost == Approx(ref.cost).epsilon(rel));      // and it is the minimum
+        CHECK(true_cost >= ref.cost * (1 - 1e-12));
+        ++walks;
+        same += st == ref.states;
+        // the unweighted walk is no better on the weighted objective, and usually another walk
+        const auto plain = fast_pass(q, u, overlap);
+        CHECK(walk_cost(c, u, plain.second, value, weight) >= true_cost * (1 - rel));
+        changed += plain.second != st;
+        // amplitudes of exactly 1 are the unweighted pass, bit for bit (per_matrix relies on it)
+        const auto ones = fast_pass(q, u, overlap, std::vector<double>(256, 1.0));
+        CHECK(ones.first == plain.first);
+        CHECK(ones.second == plain.second);
+      }
+    }
+  }
+  if constexpr (sizeof(T) == 8) CHECK(same == walks);
+  else CHECK(same >= walks - 2);
+  CHECK(changed >= walks - 2);
+}
+
+TEMPLATE_TEST_CASE("trellis per_row quantize: each tile's walk minimizes its true squared error",
+                   "[quantizers][trellis]", float, double) {
+  // Rows of RMS from 0.02 to 3 and a zero row. A tile's walk is QTIP's Algorithm 4 on u = x / s_row
+  // with weights (s_row / s_max)^2: the naive tail-biting Viterbi with those weights is the
+  // reference. Unweighted walks in normalized units lose on the true error.
+  using T = TestType;
+  const matrix<T> w = scaled_rows<T>(32, 48, 131, [](yaqa::index i) { return i == 5 ? 0.0 : 0.02 * std::pow(150.0, double(i % 16) / 15); });
+  for (const config c : {config{9, 2, 1, trellis_code::one_mad}, config{8, 2, 2, trellis_code::hyb}}) {
+    const trellis<T> q({.l = c.l, .k = c.k, .v = c.v, .code = c.code});
+    const auto value = [&](std::uint32_t s, int j) { return double(q.value(s, j)); };
+    const auto p = q.fit(view(w));
+    const auto r = test::run_quantize(q, w, p);
+    CHECK(q.reconstruct(view(std::as_const(r.codes)), p, 0) == r.recon);
+    double err_weighted = 0, err_plain = 0;
+    int same = 0;
+    for (yaqa::index tj = 0; tj < 3; ++tj)
+      for (yaqa::index ti = 0; ti < 2; ++ti) {
+        INFO("L=" << c.l << " K=" << c.k << " V=" << c.v << " tile (" << ti << ", " << tj << ")");
+        T smax = 0;
+        for (int rr = 0; rr < 16; ++rr) smax = std::max(smax, p.scale[std::size_t(16 * ti + rr)]);
+        std::vector<double> u(256), weight(256);
+        std::array<T, 256> ut{};
+        for (int e = 0; e < 256; ++e) {
+          const T s = p.scale[std::size_t(16 * ti + e / 16)];
+          ut[std::size_t(e)] = s > T(0) ? w(16 * ti + e / 16, 16 * tj + e % 16) * (T(1) / s) : T(0);
+          u[std::size_t(e)] = double(ut[std::size_t(e)]);
+          const double a = double(T(s / smax));
+          weight[std::size_t(e)] = a * a;
+        }
+        const walk ref = naive_tail_biting(c, u, value, weight);
+        std::vector<std::uint32_t> st(std::size_t(256 / c.v));
+        for (int t = 0; t < 256 / c.v; ++t) st[std::size_t(t)] = q.state_at(r.codes(ti, tj), t);
+        REQUIRE(valid_walk(c, st));
+        const double cost = walk_cost(c, u, st, value, weight);
+        if constexpr (sizeof(T) == 8) CHECK(cost == Approx(ref.cost).epsilon(1e-11));
+        else CHECK(cost == Approx(ref.cost).epsilon(1e-3));  // float may pick another overlap on a near-tie
+        same += st == ref.states;
+        // the weighted cost is the tile's true squared error / s_max^2
+        const double true_err = (w.block(16 * ti, 16 * tj, 16, 16) - r.recon.block(16 * ti, 16 * tj, 16, 16))
+                                    .template cast<double>()
+                                    .squaredNorm();
+        CHECK(true_err == Approx(cost * double(smax) * double(smax)).epsilon(sizeof(T) == 4 ? 1e-3 : 1e-9));
+        err_weighted += true_err;
+        // the unweighted walk of the same normalized targets
+        std::vector<std::uint32_t> pst(std::size_t(256 / c.v));
+        (void)q.encode_tile(ut, pst);
+        for (int e = 0; e < 256; ++e) {
+          const double d = double(w(16 * ti + e / 16, 16 * tj + e % 16)) -
+                           double(p.scale[std::size_t(16 * ti + e / 16)]) * value(pst[std::size_t(e / c.v)], e % c.v);
+          err_plain += d * d;
+        }
+      }
+    if constexpr (sizeof(T) == 8) CHECK(same == 6);
+    INFO("true squared error: weighted walks " << err_weighted << ", unweighted " << err_plain);
+    CHECK(err_weighted < 0.97 * err_plain);
+    CHECK(r.recon.row(5).isZero());
+  }
+}
+
+TEMPLATE_TEST_CASE("trellis default fit: a rotated, nearly rank-1 layer is quantized as well as a Gaussian one",
+                   "[quantizers][trellis]", float, double) {
+  // The demo's output head: 77 % of its energy in one singular direction. The two-sided RHT makes
+  // each row Gaussian-looking but leaves row norms from about 0.4 to 2.8 times the RMS (an outer
+  // product of two Gaussian vectors); one scale per matrix quantized those rows badly.
+  using T = TestType;
+  const yaqa::index m = 64, n = 128;
+  const Eigen::MatrixXd a = test::random_matrix<double>(m, 1, 71), b = test::random_matrix<double>(n, 1, 72);
+  Eigen::MatrixXd w = 2.0 * a * b.transpose() + test::random_matrix<double>(m, n, 73);  // 80 % rank 1
+  random_hadamard(n, 74).apply(side::right, trans::none, view(w));
+  random_hadamard(m, 75).apply(side::left, trans::transpose, view(w));
+  const matrix<T> wr = w.cast<T>();
+  const matrix<T> gauss = test::random_matrix<T>(m, n, 76);
+  for (int k : {2, 4}) {
+    const trellis<T> q({.l = 10, .k = k, .code = trellis_code::three_inst});
+    const double rel = rel_err(rtn(q, view(wr)).weights, wr);
+    const double rel_gauss = rel_err(rtn(q, view(gauss)).weights, gauss);
+    INFO("K = " << k << ": relative MSE " << rel << ", on a Gaussian layer " << rel_gauss);
+    CHECK(rel < 1.02 * rel_gauss);
+    // The old single scale, still available as trellis_scales::per_matrix, is what failed.
+    const trellis<T> qm({.l = 10, .k = k, .code = trellis_code::three_inst, .scales = trellis_scales::per_matrix});
+    const double rel_m = rel_err(rtn(qm, view(wr)).weights, wr);
+    INFO("relative MSE, per_matrix " << rel_m);
+    CHECK(rel_m > (k == 2 ? 1.25 : 2.5) * rel_gauss);
+  }
+}
+
+TEMPLATE_TEST_CASE("trellis per_matrix: QTIP's single scale, the previous walks bit for bit", "[quantizers][trellis]",
+                   float, double) {
+  // Before per-row scales the quantizer had params.scale = RMS(region) * optimal_scale() /
+  // scale_override and quantized u = clamp(x * (1 / scale)) with the unweighted walk. per_matrix
+  // is that construction, written out here, exactly.
+  using T = TestType;
+  const matrix<T> w = scaled_rows<T>(48, 64, 151, [](yaqa::index i) { return 0.01 * (1 + i % 7); });
+  for (const config c : {config{10, 2, 1, trellis_code::three_inst}, config{9, 3, 2, trellis_code::hyb}}) {
+    const trellis<T> q({.l = c.l, .k = c.k, .code = c.code, .scale_override = 0.9, .scales = trellis_scales::per_matrix});
+    const auto p = q.fit(view(w));
+    double ss = 0;
+    for (yaqa::index j = 0; j < w.cols(); ++j)
+      for (yaqa::index i = 0; i < w.rows(); ++i) ss += double(w(i, j)) * w(i, j);
+    REQUIRE(p.rows() == 48);
+    CHECK(double(p.scale[0]) ==
+          Approx(std::sqrt(ss / double(w.size())) * q.optimal_scale() / 0.9).epsilon(sizeof(T) == 4 ? 1e-7 : 1e-12));
+    const T s = p.scale[0];  // (whether the sum above is fused is the compiler's choice)
+    CHECK(std::all_of(p.scale.begin(), p.scale.end(), [&](T x) { return x == s; }));
+    const auto r = test::run_quantize(q, w, p);
+    const T inv = T(1) / s;
+    int same_codes = 0, same_recon = 0;
+    for (yaqa::index tj = 0; tj < 4; ++tj)
+      for (yaqa::index ti = 0; ti < 3; ++ti) {
+        std::array<T, 256> u{};
+        for (int e = 0; e < 256; ++e) u[std::size_t(e)] = w(16 * ti + e / 16, 16 * tj + e % 16) * inv;
+        std::vector<std::uint32_t> st(std::size_t(256 / q.v()));
+        same_codes += q.encode_tile(u, st) == r.codes(ti, tj);
+        bool rec = true;
+        for (int e = 0; e < 256; ++e)
+          rec &= r.recon(16 * ti + e / 16, 16 * tj + e % 16) == s * q.value(st[std::size_t(e / q.v())], e % q.v());
+        same_recon += rec;
+      }
+    CHECK(same_codes == 12);
+    CHECK(same_recon == 12);
+    // per_row sees the rows' different RMS: other scales, other walks, a smaller error
+    const trellis<T> qr({.l = c.l, .k = c.k, .code = c.code, .scale_override = 0.9});
+    const auto rr = test::run_quantize(qr, w, qr.fit(view(w)));
+    CHECK(test::mismatch_fraction(rr.codes, r.codes) > 0.5);
+    CHECK(rel_err(rr.recon, w) < rel_err(r.recon, w));
+  }
+}
+
+TEMPLATE_TEST_CASE("trellis per_row with rows of equal RMS is per_matrix", "[quantizers][trellis]", float, double) {
+  using T = TestType;
+  const trellis<T> qr({.l = 10, .k = 2, .code = trellis_code::one_mad});
+  const trellis<T> qm({.l = 10, .k = 2, .code = trellis_code::one_mad, .scales = trellis_scales::per_matrix});
+  // Rows normalized to RMS 1: the per-row scales equal the matrix scale up to rounding, the walks
+  // are the same but for near-ties, and the error is the same.
+  Eigen::MatrixXd wd = test::random_matrix<double>(64, 96, 161);
+  for (yaqa::index i = 0; i < 64; ++i) wd.row(i) /= std::sqrt(wd.row(i).squaredNorm() / 96.0);
+  const matrix<T> w = wd.cast<T>();
+  const auto pr = qr.fit(view(w)), pm = qm.fit(view(w));
+  for (std::size_t i = 0; i < 64; ++i) CHECK(double(pr.scale[i]) == Approx(double(pm.scale[i])).epsilon(1e-6));
+  const auto rr = test::run_quantize(qr, w, pr), rm = test::run_quantize(qm, w, pm);
+  CHECK(test::mismatch_fraction(rr.codes, rm.codes) <= 0.2);
+  CHECK(rel_err(rr.recon, w) == Approx(rel_err(rm.recon, w)).epsilon(0.005));
+  // The same scale in every row: exactly the per_matrix walks (the amplitudes are 1).
+  const auto rs = test::run_quantize(qr, w, pm);
+  CHECK(rs.codes == rm.codes);
+  CHECK(rs.recon == rm.recon);
+  // I.i.d. Gaussian rows (RMS within a few %): per_row is as good as per_matrix, within noise.
+  const matrix<T> g = test::random_matrix<T>(64, 96, 162);
+  const double er = rel_err(rtn(qr, view(g)).weights, g), em = rel_err(rtn(qm, view(g)).weights, g);
+  INFO("Gaussian: per_row " << er << ", per_matrix " << em);
+  CHECK(er < 1.02 * em);
+  CHECK(er > 0.95 * em);
+}
+
+TEMPLATE_TEST_CASE("trellis group_size: per-row scales for each group of columns", "[quantizers][trellis]", float,
+                   double) {
+  using T = TestType;
+  // Columns in 3 blocks of 16 with RMS 0.05, 0.3, 1 (like the demo's input layer without RHT).
+  matrix<T> w = test::random_matrix<T>(32, 48, 171);
+  w.middleCols(0, 16) *= T(0.05);
+  w.middleCols(16, 16) *= T(0.3);
+  const trellis<T> qg({.l = 9, .k = 2, .code = trellis_code::one_mad, .group_size = 16});
+  CHECK(qg.group_cols(48) == 16);
+  const auto rg = rtn(qg, view(w));
+  REQUIRE(rg.params.size() == 3);
+  for (yaqa::index g = 0; g < 3; ++g) {
+    const auto& p = rg.params[std::size_t(g)];
+    REQUIRE(p.rows() == 32);
+    for (yaqa::index i = 0; i < 32; i += 5) {
+      const double rms = std::sqrt(w.block(i, 16 * g, 1, 16).template cast<double>().squaredNorm() / 16.0);
+      CHECK(double(p.scale[std::size_t(i)]) == Approx(rms * qg.optimal_scale()).epsilon(1e-6));
+    }
+    // each group is quantized with its own params, and decodes with them
+    const auto r = test::run_quantize(qg, matrix<T>(w.middleCols(16 * g, 16)), p);
+    CHECK(r.recon == rg.weights.middleCols(16 * g, 16));
+    CHECK(qg.reconstruct(view(std::as_const(r.codes)), p, 0) == r.recon);
+  }
+  // Relative error of each column block: about the Gaussian figure with groups, much worse for the
+  // small block with one scale per row.
+  const auto rr = rtn(trellis<T>({.l = 9, .k = 2, .code = trellis_code::one_mad}), view(w));
+  auto block_rel = [&](const matrix<T>& wh, yaqa::index g) {
+    return rel_err(matrix<T>(wh.middleCols(16 * g, 16)), matrix<T>(w.middleCols(16 * g, 16)));
+  };
+  for (yaqa::index g = 0; g < 3; ++g) CHECK(block_rel(rg.weights, g) < 0.12);
+  INFO("block 0 with whole-row scales: " << block_rel(rr.weights, 0));
+  CHECK(block_rel(rr.weights, 0) > 0.3);
+  CHECK(trellis<T>({.group_size = -1}).group_cols(48) == 48);
 }
 
 TEST_CASE("trellis quantize: identical for any thread count, parallel over tiles, never nested",
@@ -451,6 +753,12 @@ TEST_CASE("trellis quantize: identical for any thread count, parallel over tiles
   const auto b = test::run_quantize(q2, w, p);
   CHECK(a.codes == b.codes);
   CHECK(a.recon == b.recon);
+  // per-row scales that differ a lot (the weighted walk), 1 and 2 threads
+  const matrix<float> ws = scaled_rows<float>(64, 80, 78, [](yaqa::index i) { return 0.1 + 0.2 * double(i % 11); });
+  const auto ps = q1.fit(view(ws));
+  const auto as = test::run_quantize(q1, ws, ps), bs = test::run_quantize(q2, ws, ps);
+  CHECK(as.codes == bs.codes);
+  CHECK(as.recon == bs.recon);
   // The team: the thread count for a call on several tiles, one thread for a single tile or
   // inside an active parallel region (the wavefront's per-tile calls).
   CHECK(detail::trellis_team(20, 2) == 2);
@@ -521,7 +829,7 @@ double gaussian_mse(const trellis<T>& q, int tiles, std::uint64_t seed) {
   matrix<T> w(16, 16 * tiles);
   for (int t = 0; t < tiles; ++t)
     for (int e = 0; e < 256; ++e) w(e / 16, 16 * t + e % 16) = T(x[std::size_t(256 * t + e)]);
-  const typename trellis<T>::params_type p{T(q.optimal_scale())};
+  const typename trellis<T>::params_type p{std::vector<T>(16, T(q.optimal_scale()))};
   const auto r = test::run_quantize(q, w, p);
   return (r.recon - w).template cast<double>().squaredNorm() / double(w.size());
 }
@@ -546,7 +854,7 @@ TEST_CASE("trellis calibration: the scale is a least-squares fixed point at unit
     matrix<float> w(16, 16 * 48);
     for (int t = 0; t < 48; ++t)
       for (int e = 0; e < 256; ++e) w(e / 16, 16 * t + e % 16) = float(x[std::size_t(256 * t + e)]);
-    const auto r = test::run_quantize(q, w, trellis<float>::params_type{float(cal.scale * f)});
+    const auto r = test::run_quantize(q, w, trellis<float>::params_type{std::vector<float>(16, float(cal.scale * f))});
     CHECK((r.recon - w).cast<double>().squaredNorm() / double(w.size()) > mse);
   }
 }
@@ -622,6 +930,14 @@ TEST_CASE("trellis: bad options, sizes and non-finite input", "[quantizers][trel
   CHECK_THROWS_AS(trellis<float>({.scale_override = -0.9}), yaqa::invalid_argument);
   CHECK_THROWS_AS(trellis<float>({.scale_override = std::numeric_limits<double>::infinity()}), yaqa::invalid_argument);
   CHECK_THROWS_WITH(trellis<float>({.threads = -1}), Catch::Contains("'threads'"));
+  CHECK_THROWS_WITH(trellis<float>({.scales = trellis_scales(5)}), Catch::Contains("'scales'"));
+  CHECK_THROWS_WITH(trellis<float>({.group_size = 24}), Catch::Contains("'group_size'") && Catch::Contains("16"));
+  CHECK_THROWS_WITH(trellis<float>({.group_size = -2}), Catch::Contains("'group_size'"));
+  CHECK_THROWS_WITH(trellis<float>({.l = 9, .group_size = 32}).group_cols(48),
+                    Catch::Contains("'group_size' = 32") && Catch::Contains("n = 48"));
+  CHECK_THROWS_WITH(trellis<float>({.l = 9, .group_size = 32}).storage_bits(16, 48), Catch::Contains("'group_size'"));
+  CHECK_THROWS_WITH(rtn(trellis<float>({.l = 9, .group_size = 32}), view(matrix<float>(test::random_matrix<float>(16, 48, 2)))),
+                    Catch::Contains("'group_size'"));
   CHECK_THROWS_WITH(parse_trellis_code("lut"), Catch::Contains("'lut'") && Catch::Contains("1mad, 3inst or hyb"));
   CHECK(parse_trellis_code("3inst") == trellis_code::three_inst);
   CHECK(trellis<float>({.code = trellis_code::one_mad}).v() == 1);
@@ -640,6 +956,8 @@ TEST_CASE("trellis: bad options, sizes and non-finite input", "[quantizers][trel
   matrix<trellis_bits> codes(2, 2);
   CHECK_THROWS_AS(q.quantize(view(std::as_const(w)).block(0, 0, 20, 32), p, 0, view(recon20), view(codes)),
                   shape_error);
+  CHECK_THROWS_WITH(q.quantize(view(std::as_const(w)), p, 16, view(recon), view(codes)),
+                    Catch::Contains("rows [16, 48)"));
   matrix<trellis_bits> codes_wrong(2, 1);
   CHECK_THROWS_WITH(q.quantize(view(std::as_const(w)), p, 0, view(recon), view(codes_wrong)),
                     Catch::Contains("'codes'"));

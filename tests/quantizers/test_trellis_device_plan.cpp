@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -39,8 +40,8 @@ struct host_exec {
   matrix<T>& out;  // the reconstruction
   matrix<trellis_bits>& codes;
   yaqa::index tile_rows, batch;
-  T scale, inv;
-  std::vector<T> u, c0, c1;
+  std::vector<T> rows;  // trellis_row_factors: reciprocals, amplitudes, scales
+  std::vector<T> u, amp, c0, c1;
   std::vector<std::uint8_t> bp;
   std::vector<std::uint32_t> states;
   std::vector<std::int64_t> overlap;
@@ -50,9 +51,11 @@ struct host_exec {
   bool bad = false;
   int launches = 0, batches = 0;
 
-  host_exec(cd::trellis_args<T> args, const matrix<T>& t, matrix<T>& r, matrix<trellis_bits>& c, yaqa::index b, T s)
-      : a(args), target(t), out(r), codes(c), tile_rows(t.rows() / 16), batch(b), scale(s),
-        inv(s > T(0) ? T(1) / s : T(0)), u(std::size_t(b * 256)), c0(std::size_t(b * a.states())), c1(c0.size()),
+  host_exec(cd::trellis_args<T> args, const matrix<T>& t, matrix<T>& r, matrix<trellis_bits>& c, yaqa::index b,
+            const std::vector<T>& scale)
+      : a(args), target(t), out(r), codes(c), tile_rows(t.rows() / 16), batch(b),
+        rows(cd::trellis_row_factors(scale.data(), t.rows())), u(std::size_t(b * 256)), amp(u.size()),
+        c0(std::size_t(b * a.states())), c1(c0.size()),
         bp(std::size_t(b * a.steps * a.groups())), states(std::size_t(b * a.steps)), overlap(std::size_t(b)) {}
 
   void begin(yaqa::index first, yaqa::index count) {
@@ -67,20 +70,26 @@ struct host_exec {
     ++launches;
     for (yaqa::index i = 0; i < nt * 256; ++i) {
       bool ok = true;
-      u[std::size_t(i)] = cd::trellis_load(target.data(), target.rows(), tile_rows, tile0 + i / 256, int(i % 256), inv, ok);
+      const yaqa::index tile = tile0 + i / 256;
+      u[std::size_t(i)] = cd::trellis_load(target.data(), target.rows(), tile_rows, tile, int(i % 256), rows.data(), ok);
+      amp[std::size_t(i)] = rows[std::size_t(target.rows() + cd::trellis_row(tile_rows, tile, int(i % 256)))];
       bad = bad || !ok;
     }
   }
-  T x(yaqa::index tile, int pass, int t, int j) const {
-    return u[std::size_t(tile * 256 + cd::trellis_element(a.steps, a.v, pass, t, j))];
+  // target times amplitude and amplitude of step t, coordinate j (0, 0 for j = 1 when V = 1)
+  std::pair<T, T> x(yaqa::index tile, int pass, int t, int j) const {
+    T xv = 0, av = 0;
+    if (j < a.v) cd::trellis_step_target(u.data() + tile * 256, amp.data() + tile * 256, a.steps, a.v, pass, t, j, xv, av);
+    return {xv, av};
   }
   void start(int pass) {
     ++launches;
     const yaqa::index S = a.states();
     for (yaqa::index i = 0; i < nt * S; ++i) {
       const yaqa::index tile = i / S;
-      cur[i] = cd::trellis_start(a, i % S, x(tile, pass, 0, 0), a.v == 2 ? x(tile, pass, 0, 1) : T(0),
-                                 pass == 0 ? std::int64_t{-1} : overlap[std::size_t(tile)]);
+      const auto [x0, a0] = x(tile, pass, 0, 0);
+      const auto [x1, a1] = x(tile, pass, 0, 1);
+      cur[i] = cd::trellis_start(a, i % S, x0, x1, a0, a1, pass == 0 ? std::int64_t{-1} : overlap[std::size_t(tile)]);
     }
   }
   void step(int pass, int t) {
@@ -88,8 +97,9 @@ struct host_exec {
     const yaqa::index S = a.states(), G = a.groups();
     for (yaqa::index i = 0; i < nt * G; ++i) {
       const yaqa::index tile = i / G;
-      cd::trellis_group(a, cur + tile * S, nxt + tile * S, bp.data() + (tile * a.steps + t) * G, i % G,
-                        x(tile, pass, t, 0), a.v == 2 ? x(tile, pass, t, 1) : T(0));
+      const auto [x0, a0] = x(tile, pass, t, 0);
+      const auto [x1, a1] = x(tile, pass, t, 1);
+      cd::trellis_group(a, cur + tile * S, nxt + tile * S, bp.data() + (tile * a.steps + t) * G, i % G, x0, x1, a0, a1);
     }
     std::swap(cur, nxt);
   }
@@ -117,8 +127,9 @@ struct host_exec {
       const yaqa::index tile = i / 256, g = tile0 + tile;
       const int e = int(i % 256), j = e % a.v;
       const std::uint32_t s = states[std::size_t(tile * a.steps + e / a.v)];
-      out(16 * (g % tile_rows) + e / 16, 16 * (g / tile_rows) + e % 16) =
-          cd::mul_rn(scale, j == 0 ? a.v0[s] : a.v1[s]);
+      const yaqa::index row = cd::trellis_row(tile_rows, g, e);
+      out(row, 16 * (g / tile_rows) + e % 16) =
+          cd::mul_rn(rows[std::size_t(2 * target.rows() + row)], j == 0 ? a.v0[s] : a.v1[s]);
     }
   }
 };
@@ -155,7 +166,8 @@ TEMPLATE_TEST_CASE("device trellis bodies: values, streams and decoding equal th
     for (int t = 0; t < a.steps; ++t)
       same_states &= cd::trellis_state_from_words(r.codes(0, 0).words.data(), a.l, a.kv, a.words(), t) == st[std::size_t(t)];
     for (int e = 0; e < 256; ++e)
-      same_values &= cd::trellis_decode(a, r.codes(0, 0).words.data(), p.scale, e) == r.recon(e / 16, e % 16);
+      same_values &= cd::trellis_decode(a, r.codes(0, 0).words.data(), p.scale[std::size_t(e / 16)], e) ==
+                     r.recon(e / 16, e % 16);
     CHECK(same_states);
     CHECK(same_values);
   }
@@ -168,12 +180,19 @@ TEMPLATE_TEST_CASE("device trellis quantize, run on the host, matches trellis::q
     int l, k;
     trellis_code code;
     yaqa::index m, n, batch;
+    trellis_scales scales;
   };
-  // several batches (including a short last one), and one batch for the whole target
-  for (auto c : {cfg{10, 2, trellis_code::hyb, 48, 80, 4}, cfg{9, 3, trellis_code::one_mad, 32, 48, 6},
-                 cfg{11, 1, trellis_code::three_inst, 16, 64, 1}, cfg{8, 4, trellis_code::hyb, 32, 32, 16}}) {
-    const trellis<T> q({.l = c.l, .k = c.k, .code = c.code});
-    const matrix<T> w = test::random_matrix<T>(c.m, c.n, 40 + std::uint64_t(c.l));
+  // several batches (including a short last one), and one batch for the whole target; rows of
+  // very different RMS (the weighted walk) and the per_matrix scale (the unweighted one)
+  for (auto c : {cfg{10, 2, trellis_code::hyb, 48, 80, 4, trellis_scales::per_row},
+                 cfg{9, 3, trellis_code::one_mad, 32, 48, 6, trellis_scales::per_row},
+                 cfg{11, 1, trellis_code::three_inst, 16, 64, 1, trellis_scales::per_row},
+                 cfg{8, 4, trellis_code::hyb, 32, 32, 16, trellis_scales::per_row},
+                 cfg{9, 2, trellis_code::three_inst, 32, 48, 4, trellis_scales::per_matrix}}) {
+    const trellis<T> q({.l = c.l, .k = c.k, .code = c.code, .scales = c.scales});
+    matrix<T> w = test::random_matrix<T>(c.m, c.n, 40 + std::uint64_t(c.l));
+    for (yaqa::index i = 0; i < c.m; ++i) w.row(i) *= T(0.1 + 0.25 * double(i % 13));
+    if (c.m > 16) w.row(17).setZero();
     const auto p = q.fit(view(w));
     const auto cpu = test::run_quantize(q, w, p);
     matrix<T> recon = matrix<T>::Zero(c.m, c.n);
@@ -181,7 +200,15 @@ TEMPLATE_TEST_CASE("device trellis quantize, run on the host, matches trellis::q
     host_exec<T> ex(host_args(q), w, recon, codes, c.batch, p.scale);
     const yaqa::index total = (c.m / 16) * (c.n / 16);
     cd::run_trellis(q.geometry().steps, total, c.batch, ex);
-    INFO("L=" << c.l << " K=" << c.k << " code " << to_string(c.code) << " batch " << c.batch);
+    INFO("L=" << c.l << " K=" << c.k << " code " << to_string(c.code) << " batch " << c.batch << " scales "
+              << int(c.scales));
+    // the amplitudes are the CPU's: s_row / the largest scale of the tile's rows
+    for (yaqa::index r0 = 0; r0 < c.m; r0 += 16) {
+      T smax = 0;
+      for (yaqa::index i = r0; i < r0 + 16; ++i) smax = std::max(smax, p.scale[std::size_t(i)]);
+      for (yaqa::index i = r0; i < r0 + 16; ++i)
+        CHECK(ex.rows[std::size_t(c.m + i)] == (c.scales == trellis_scales::per_matrix ? T(1) : p.scale[std::size_t(i)] / smax));
+    }
     CHECK(ex.batches == (total + c.batch - 1) / c.batch);
     CHECK(ex.launches == ex.batches * (2 * q.geometry().steps + 5));
     CHECK_FALSE(ex.bad);
@@ -202,13 +229,28 @@ TEMPLATE_TEST_CASE("device trellis quantize, run on the host, matches trellis::q
   host_exec<T> ex(host_args(q), w, recon, codes, 1, p.scale);
   cd::run_trellis(q.geometry().steps, 1, 1, ex);
   CHECK(ex.bad);
+  // the per-row factors: reciprocal (0 for a zero scale), amplitude in the tile band, scale
+  std::vector<T> sc(32, T(2));
+  sc[3] = T(4);
+  sc[20] = T(0);
+  for (yaqa::index i = 16; i < 32; ++i) sc[std::size_t(i)] = T(0);
+  const auto f = cd::trellis_row_factors(sc.data(), 32);
+  REQUIRE(f.size() == 96);
+  CHECK(f[0] == T(0.5));
+  CHECK(f[3] == T(0.25));
+  CHECK(f[20] == T(0));
+  CHECK(f[32 + 0] == T(0.5));
+  CHECK(f[32 + 3] == T(1));
+  CHECK(f[32 + 20] == T(1));  // an all-zero band: unweighted
+  CHECK(f[64 + 3] == T(4));
 }
 
 TEST_CASE("device trellis batches fit the scratch budget", "[device_plan][trellis]") {
   const trellis<float> q16({.l = 16, .k = 2, .code = trellis_code::one_mad});
   const auto a = host_args(q16);
-  // 2 x 256 KiB of costs, 256 steps x 16384 one-byte back pointers, 1 KiB targets, 1 KiB states, 8 bytes
-  CHECK(cd::trellis_tile_scratch(a) == 2 * 262144 + 256 * 16384 + 1024 + 1024 + 8);
+  // 2 x 256 KiB of costs, 256 steps x 16384 one-byte back pointers, 1 KiB targets, 1 KiB amplitudes,
+  // 1 KiB states, 8 bytes
+  CHECK(cd::trellis_tile_scratch(a) == 2 * 262144 + 256 * 16384 + 1024 + 1024 + 1024 + 8);
   CHECK(cd::trellis_batch_tiles(a, 10000, yaqa::index(1) << 30) == (yaqa::index(1) << 30) / cd::trellis_tile_scratch(a));
   CHECK(cd::trellis_batch_tiles(a, 5, yaqa::index(1) << 30) == 5);
   CHECK(cd::trellis_batch_tiles(a, 5, 0) == 1);

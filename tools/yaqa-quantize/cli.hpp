@@ -168,7 +168,9 @@ inline void validate(options& o, bool bits_given, bool group_given, bool trellis
               o.group_size);
       break;
     case quantizer_kind::trellis:
-      require(!group_given, "yaqa-quantize: --quantizer trellis has one scale per matrix; --group-size does not apply");
+      require(!group_given || o.group_size % 16 == 0, "yaqa-quantize: --quantizer trellis needs --group-size a multiple "
+              "of 16 (the tile width), or 0 for whole rows; got ", o.group_size);
+      o.trellis.group_size = o.group_size;
       if (trellis_given) {
         require(!bits_given || o.bits == o.trellis.k, "yaqa-quantize: --bits ", o.bits,
                 " disagrees with K = ", o.trellis.k, " of --trellis");

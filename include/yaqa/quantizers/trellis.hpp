@@ -28,9 +28,25 @@
 //! b[L + (t-1) KV .. L + t KV), so s_t = b[t KV .. t KV + L) read circularly, MSB first. Bit p is
 //! bit 31 - (p mod 32) of words[p / 32]; to_bytes() writes the 8 K used words little-endian.
 //!
-//! Scale: one scalar per fitted region, params.scale = RMS(region) * optimal_scale() /
-//! scale_override, recon = params.scale * value(state). optimal_scale() minimizes the MSE of
-//! N(0, 1) input (a fixed-seed Monte Carlo per (L, K, V, code), trellis_calibration()).
+//! Scale: by default one scale per row of the fitted region (trellis_scales::per_row),
+//! params.scale[i] = RMS(row i) * optimal_scale() / scale_override, recon(i, :) = params.scale[i] *
+//! value(state); trellis_scales::per_matrix uses the RMS of the whole region for every row (QTIP's
+//! single scale). The fitted region is the whole matrix, or one group of group_size columns.
+//! optimal_scale() minimizes the MSE of N(0, 1) input (a fixed-seed Monte Carlo per (L, K, V,
+//! code), trellis_calibration()).
+//!
+//! Rows of different scales in one tile. A tile spans 16 rows. Each element is quantized in its
+//! row's codebook units, u = x / s_row, and the Viterbi weights its squared error by
+//! (s_row / s_max)^2 (s_max: the largest scale of the tile's rows), so the walk minimizes the true
+//! squared error sum (x - s_row value)^2 of the tile (up to the factor s_max^2). The weight enters
+//! as an amplitude a = s_row / s_max: err = (a u - a value)^2, one fused multiply-add per state
+//! as the unweighted (u - value)^2; with equal scales a = 1 and the walk is bit for bit the
+//! unweighted one.
+//!
+//! Why per row: the codes are fitted to unit variance; the random Hadamard transform makes the
+//! entries of a row look Gaussian but cannot equalize the row norms of a layer dominated by a few
+//! singular directions (a rank-1 W rotates into an outer product of two Gaussian vectors), and a
+//! row far from the RMS the scale was fitted for is quantized badly (docs/quantizers.md).
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -205,6 +221,12 @@ struct trellis_hyb_lut_result {
   int iterations = 0;  //!< Lloyd iterations run
 };
 
+//! Which scales trellis fits (as e8p_scales for e8p).
+enum class trellis_scales {
+  per_row,     //!< one scale per row of the fitted region (the default)
+  per_matrix,  //!< one scale for the whole fitted region, QTIP's single scale
+};
+
 //! Options of trellis.
 struct trellis_options {
   int l = 16;        //!< state bits L, 8..16
@@ -212,6 +234,11 @@ struct trellis_options {
   int v = 0;         //!< weights per step V; 0: the code's own (1MAD, 3INST: 1; HYB: 2)
   trellis_code code = trellis_code::hyb;
   double scale_override = 1.0;  //!< divides the codebook scale, as QTIP's --scale_override (0.9)
+  //! per_row (default) or per_matrix; see the file comment for why per_matrix can fail.
+  trellis_scales scales = trellis_scales::per_row;
+  //! Input columns per scale group: 0 (or -1) for the whole row (default), else a positive
+  //! multiple of 16 (the tile width) that divides n.
+  index group_size = 0;
   //! Threads for a quantize() call on several tiles; 0: omp_get_max_threads() when the quantizer
   //! is constructed. A call from inside an active parallel region, or on one tile, is serial.
   int threads = 0;
@@ -432,13 +459,13 @@ std::shared_ptr<const trellis_table<T>> trellis_values(trellis_code code, int l)
 }
 
 //! Per-thread scratch of the Viterbi: two cost vectors of 2^L, the back pointers of every step
-//! (KV bits each, one byte), the rotated sequence and the states. Reused across calls so a tile
-//! does not page in megabytes of fresh memory each time.
+//! (KV bits each, one byte), the rotated sequence and its amplitudes. Reused across calls so a
+//! tile does not page in megabytes of fresh memory each time.
 template <class T>
 struct trellis_workspace {
   std::vector<T> a, b;
   std::vector<std::uint8_t> bp;
-  std::array<T, trellis_tile_weights> rot{};
+  std::array<T, trellis_tile_weights> rot{}, rot_amp{};
   void reserve(std::size_t states, std::size_t back) {
     if (a.size() < states) {
       a.resize(states);
@@ -465,9 +492,11 @@ inline constexpr int trellis_chunk_groups = 64;
 //! 2^KV predecessors in `cur` (back pointers to bpt), and the new costs of their successors in
 //! `nxt`. C > 0: c == C, a compile-time constant, so the loops need no remainder code (what
 //! fixing L at compile time would buy; see the benchmarks); C == 0: c given at run time.
+//! The error of a state is (x0 - a0 v0)^2 (+ (x1 - a1 v1)^2): x = a u, the targets times their
+//! amplitudes (a = 1: the plain squared error).
 template <class T, int KV, int V, int C>
 inline void trellis_chunk(const T* cur, T* nxt, std::uint8_t* bpt, const T* v0, const T* v1, std::size_t G,
-                          std::size_t r0, int c_runtime, T x0, T x1) {
+                          std::size_t r0, int c_runtime, T x0, T x1, T a0, T a1) {
   constexpr int ns = 1 << KV;
   constexpr int chunk = trellis_chunk_groups;
   const int c = C > 0 ? C : c_runtime;
@@ -534,10 +563,10 @@ inline void trellis_chunk(const T* cur, T* nxt, std::uint8_t* bpt, const T* v0, 
   const T* w0 = v0 + r0 * ns;
   const T* w1 = V == 2 ? v1 + r0 * ns : nullptr;
   auto err = [&](int q) {
-    const T d0 = x0 - w0[q];
+    const T d0 = x0 - a0 * w0[q];  // one FMA, as x0 - w0[q]; exactly that when a0 == 1
     T e = d0 * d0;
     if constexpr (V == 2) {
-      const T d1 = x1 - w1[q];
+      const T d1 = x1 - a1 * w1[q];
       e += d1 * d1;
     }
     return e;
@@ -563,9 +592,12 @@ inline void trellis_chunk(const T* cur, T* nxt, std::uint8_t* bpt, const T* v0, 
 }
 
 //! One Viterbi pass over `steps` steps of V values each (u: steps * V codebook-unit targets).
-//! overlap < 0: free start and end; else s_0 >> KV == overlap and s_{T-1} mod 2^(L-KV) == overlap
-//! (the tail-biting constraint). Writes the minimum-error walk to states[0 .. steps) and returns
-//! its cost. Ties go to the first predecessor (smallest top bits) and the smallest end state.
+//! amp: nullptr, or the amplitude a_i >= 0 of each target: the walk then minimizes
+//! sum_i a_i^2 (u_i - value_i)^2 (computed as (a_i u_i - a_i value_i)^2; a_i = 1 gives exactly the
+//! unweighted costs). overlap < 0: free start and end; else s_0 >> KV == overlap and
+//! s_{T-1} mod 2^(L-KV) == overlap (the tail-biting constraint). Writes the minimum-error walk to
+//! states[0 .. steps) and returns its cost. Ties go to the first predecessor (smallest top bits)
+//! and the smallest end state.
 //!
 //! Step t: best[r] = min_h cost[h 2^(L-KV) + r] over the 2^KV predecessors of the group r, then
 //! cost'[r 2^KV + c] = best[r] + err(r 2^KV + c). Done in chunks of `chunk` groups so best[] stays
@@ -574,7 +606,7 @@ inline void trellis_chunk(const T* cur, T* nxt, std::uint8_t* bpt, const T* v0, 
 //! predecessor block, which, taking three blocks per pass, wins for KV >= 6). LC > 0 fixes L at
 //! compile time (the benchmarks compare it with the runtime L the quantizer uses).
 template <class T, int KV, int V, int LC = 0>
-T trellis_viterbi(const T* v0, const T* v1, int l_runtime, const T* u, int steps, std::int64_t overlap,
+T trellis_viterbi(const T* v0, const T* v1, int l_runtime, const T* u, const T* amp, int steps, std::int64_t overlap,
                   trellis_workspace<T>& ws, std::uint32_t* states) {
   const int L = LC > 0 ? LC : l_runtime;
   constexpr int ns = 1 << KV;
@@ -587,16 +619,19 @@ T trellis_viterbi(const T* v0, const T* v1, int l_runtime, const T* u, int steps
   std::uint8_t* bp = ws.bp.data();
   const T big = std::numeric_limits<T>::max() / T(4);  // disallowed: never wins, never overflows
 
+  // The amplitudes of step t and its targets times them (amp == nullptr: 1 and the targets).
+  auto step_amp = [&](int t, int j) { return amp != nullptr ? amp[t * V + j] : T(1); };
   {  // step 0
-    const T x0 = u[0], x1 = V == 2 ? u[1] : T(0);
+    const T a0 = step_amp(0, 0), a1 = V == 2 ? step_amp(0, 1) : T(0);
+    const T x0 = a0 * u[0], x1 = V == 2 ? a1 * u[1] : T(0);
 #if defined(_OPENMP)
 #pragma omp simd
 #endif
     for (std::size_t s = 0; s < S; ++s) {
-      const T d0 = x0 - v0[s];
+      const T d0 = x0 - a0 * v0[s];
       T e = d0 * d0;
       if constexpr (V == 2) {
-        const T d1 = x1 - v1[s];
+        const T d1 = x1 - a1 * v1[s];
         e += d1 * d1;
       }
       cur[s] = e;
@@ -606,13 +641,14 @@ T trellis_viterbi(const T* v0, const T* v1, int l_runtime, const T* u, int steps
         if (static_cast<std::int64_t>(s >> KV) != overlap) cur[s] = big;
   }
   for (int t = 1; t < steps; ++t) {
-    const T x0 = u[t * V], x1 = V == 2 ? u[t * V + 1] : T(0);
+    const T a0 = step_amp(t, 0), a1 = V == 2 ? step_amp(t, 1) : T(0);
+    const T x0 = a0 * u[t * V], x1 = V == 2 ? a1 * u[t * V + 1] : T(0);
     std::uint8_t* bpt = bp + static_cast<std::size_t>(t) * G;
     if (G >= static_cast<std::size_t>(chunk)) {  // G is a power of two: a multiple of chunk
       for (std::size_t r0 = 0; r0 < G; r0 += chunk)
-        trellis_chunk<T, KV, V, chunk>(cur, nxt, bpt, v0, v1, G, r0, chunk, x0, x1);
+        trellis_chunk<T, KV, V, chunk>(cur, nxt, bpt, v0, v1, G, r0, chunk, x0, x1, a0, a1);
     } else {
-      trellis_chunk<T, KV, V, 0>(cur, nxt, bpt, v0, v1, G, 0, static_cast<int>(G), x0, x1);
+      trellis_chunk<T, KV, V, 0>(cur, nxt, bpt, v0, v1, G, 0, static_cast<int>(G), x0, x1, a0, a1);
     }
     std::swap(cur, nxt);
   }
@@ -646,8 +682,8 @@ T trellis_viterbi(const T* v0, const T* v1, int l_runtime, const T* u, int steps
 
 //! A Viterbi pass with KV and V resolved at run time.
 template <class T>
-using trellis_pass_fn = T (*)(const T*, const T*, int, const T*, int, std::int64_t, trellis_workspace<T>&,
-                              std::uint32_t*);
+using trellis_pass_fn = T (*)(const T*, const T*, int, const T*, const T*, int, std::int64_t,
+                              trellis_workspace<T>&, std::uint32_t*);
 
 template <class T, int LC = 0>
 trellis_pass_fn<T> trellis_pass_for(int k, int v) {
@@ -682,17 +718,21 @@ inline trellis_geometry make_trellis_geometry(int l, int k, int v) {
 
 //! QTIP's Algorithm 4: the unconstrained walk of the sequence rotated by half a tile fixes the
 //! overlap bits at the original start; the constrained walk of the original sequence is the
-//! answer. u: 256 codebook-unit targets. Returns the walk's cost.
+//! answer. u: 256 codebook-unit targets; amp: nullptr or their 256 amplitudes (see
+//! trellis_viterbi). Returns the walk's cost.
 template <class T>
 T trellis_tail_biting(const trellis_table<T>& tb, const trellis_geometry& g, trellis_pass_fn<T> pass, const T* u,
-                      std::uint32_t* states, trellis_workspace<T>& ws) {
+                      const T* amp, std::uint32_t* states, trellis_workspace<T>& ws) {
   const int half = g.steps / 2;  // rotated step `half` is original step 0 (steps is even)
-  for (int i = 0; i < trellis_tile_weights; ++i)
-    ws.rot[static_cast<std::size_t>(i)] = u[(i + half * g.v) % trellis_tile_weights];
+  for (int i = 0; i < trellis_tile_weights; ++i) {
+    const int src = (i + half * g.v) % trellis_tile_weights;
+    ws.rot[static_cast<std::size_t>(i)] = u[src];
+    if (amp != nullptr) ws.rot_amp[static_cast<std::size_t>(i)] = amp[src];
+  }
   const T* v1 = tb.v1.empty() ? nullptr : tb.v1.data();
-  pass(tb.v0.data(), v1, g.l, ws.rot.data(), g.steps, -1, ws, states);
+  pass(tb.v0.data(), v1, g.l, ws.rot.data(), amp != nullptr ? ws.rot_amp.data() : nullptr, g.steps, -1, ws, states);
   const std::int64_t overlap = static_cast<std::int64_t>(states[half] >> g.kv);
-  return pass(tb.v0.data(), v1, g.l, u, g.steps, overlap, ws, states);
+  return pass(tb.v0.data(), v1, g.l, u, amp, g.steps, overlap, ws, states);
 }
 
 //! The bitstream of a tail-biting walk: s_0 in bits [0, L), step t's K V new bits after it; the
@@ -754,7 +794,7 @@ inline trellis_calibration_result compute_trellis_calibration(int l, int k, int 
       std::array<float, trellis_tile_weights> u{};
       std::array<std::uint32_t, trellis_tile_weights> st{};
       for (int i = 0; i < trellis_tile_weights; ++i) u[static_cast<std::size_t>(i)] = static_cast<float>(xt[i] / c);
-      trellis_tail_biting(tb, g, pass, u.data(), st.data(), ws);
+      trellis_tail_biting(tb, g, pass, u.data(), static_cast<const float*>(nullptr), st.data(), ws);
       double num = 0, den = 0, err = 0;
       for (int i = 0; i < trellis_tile_weights; ++i) {
         const double val = trellis_table_value(tb, st[static_cast<std::size_t>(i / v)], i % v);
@@ -794,18 +834,50 @@ inline const trellis_calibration_result& trellis_calibration(int l, int k, int v
   return *slot;  // map nodes are stable: the reference outlives the lock
 }
 
+namespace detail {
+
+//! The amplitudes of the 16 rows of one tile from their scales s (see the file comment):
+//! a_r = s_r / max_r s_r, exactly 1 for the rows of the largest scale, all 1 when every scale is 0.
+//! Returns true when the walk must be weighted (some a_r != 1, i.e. the scales differ). Shared by
+//! trellis::quantize and the device path, so both weight the walk by the same numbers.
+template <class T>
+bool trellis_row_amplitudes(const T* s, T* a) {
+  T smax = T(0);
+  for (int r = 0; r < trellis_tile_side; ++r) smax = std::max(smax, s[r]);
+  bool weighted = false;
+  for (int r = 0; r < trellis_tile_side; ++r) {
+    a[r] = smax > T(0) ? s[r] / smax : T(1);
+    weighted |= a[r] != T(1);
+  }
+  return weighted;
+}
+
+//! The reciprocal the targets of a row are multiplied by: 1 / s, or 0 for s = 0 (an all-zero row
+//! or region: everything maps to 0).
+template <class T>
+T trellis_inverse_scale(T s) {
+  return s > T(0) ? T(1) / s : T(0);
+}
+
+}  // namespace detail
+
 //! QTIP's bitshift-trellis quantizer: units of 16 x 16 tiles (one 256-weight tail-biting walk,
-//! 256 K bits, code_type trellis_bits), one scale per fitted region (group_cols(n) == n).
+//! 256 K bits, code_type trellis_bits), one scale per row (default) or per matrix, for the whole
+//! row (default: group_cols(n) == n) or per group of group_size columns.
 //!
-//! Storage accounting: K bits per weight plus one 32-bit (fp32) scale per matrix. HYB's LUT is a
-//! fixed table the library regenerates (trellis_hyb_lut()), not stored with the weights.
+//! Storage accounting: K bits per weight plus a 16-bit (fp16) scale per row and group (as e8p and
+//! the grids count theirs) or one 32-bit (fp32) scale per group (per_matrix). HYB's LUT is a fixed
+//! table the library regenerates (trellis_hyb_lut()), not stored with the weights.
 template <Scalar T>
 class trellis {
  public:
   using scalar_type = T;
   using code_type = trellis_bits;
   struct params_type {
-    T scale = T(0);  //!< recon = scale * value(state)
+    //! One per row of the fitted region: recon(i, :) = scale[i] * value(state). All equal with
+    //! trellis_scales::per_matrix.
+    std::vector<T> scale;
+    [[nodiscard]] index rows() const { return static_cast<index>(scale.size()); }
   };
   static constexpr index unit_rows = trellis_tile_side;
   static constexpr index unit_cols = trellis_tile_side;
@@ -829,6 +901,10 @@ class trellis {
                     " bits per step must be <= 'l' = ", o.l);
     detail::require(o.scale_override > 0 && std::isfinite(o.scale_override), what,
                     ": option 'scale_override' must be finite and > 0, got ", o.scale_override);
+    detail::require(o.scales == trellis_scales::per_row || o.scales == trellis_scales::per_matrix, what,
+                    ": option 'scales' must be trellis_scales::per_row or trellis_scales::per_matrix, got ",
+                    static_cast<int>(o.scales));
+    detail::check_group_size_option(what, o.group_size, unit_cols);
     detail::require(o.threads >= 0, what, ": option 'threads' must be >= 0 (0: OpenMP's default), got ", o.threads);
     opt_.v = cv;
     geo_ = detail::make_trellis_geometry(o.l, o.k, cv);
@@ -842,6 +918,7 @@ class trellis {
   [[nodiscard]] int k() const { return opt_.k; }
   [[nodiscard]] int v() const { return opt_.v; }
   [[nodiscard]] trellis_code code() const { return opt_.code; }
+  [[nodiscard]] trellis_scales scales() const { return opt_.scales; }
   [[nodiscard]] double bits_per_weight() const { return static_cast<double>(opt_.k); }
   //! Bytes of one tile's stream: 256 K / 8.
   [[nodiscard]] index bytes_per_tile() const { return static_cast<index>(geo_.bits() / 8); }
@@ -850,39 +927,66 @@ class trellis {
     return trellis_calibration(opt_.l, opt_.k, opt_.v, opt_.code).scale;
   }
 
-  //! n: one group per row (the scale is global). Throws when n is not a multiple of 16.
+  //! n (default), or group_size. Throws when n is not a multiple of 16 or group_size does not
+  //! divide it.
   [[nodiscard]] index group_cols(index n) const {
-    return detail::quantizer_group_cols("yaqa::trellis::group_cols", 0, n, unit_cols);
+    constexpr const char* what = "yaqa::trellis::group_cols";
+    const index g = detail::quantizer_group_cols(what, 0, n, unit_cols);  // checks n
+    if (opt_.group_size <= 0) return g;
+    detail::require(n % opt_.group_size == 0, what, ": option 'group_size' = ", opt_.group_size,
+                    " must divide the number of input columns n = ", n);
+    return opt_.group_size;
   }
   void validate(index n) const { (void)group_cols(n); }
 
-  //! scale = RMS(w) * optimal_scale() / scale_override (RMS accumulated in double).
+  //! scale = RMS * optimal_scale() / scale_override, the RMS of each row (per_row) or of the
+  //! whole region (per_matrix), accumulated in double. A zero row (per_row) or region gets scale 0.
   [[nodiscard]] params_type fit(matrix_view<const T> w) const {
     detail::check_fit_input("yaqa::trellis::fit", w);
-    double ss = 0;
+    params_type p;
+    p.scale.assign(static_cast<std::size_t>(w.rows), T(0));
+    if (opt_.scales == trellis_scales::per_matrix) {  // the single scale of the previous releases, bit for bit
+      double ss = 0;
+      for (index j = 0; j < w.cols; ++j)
+        for (index i = 0; i < w.rows; ++i) ss += static_cast<double>(w(i, j)) * w(i, j);
+      const double count = static_cast<double>(w.rows) * static_cast<double>(w.cols);
+      const double rms = count > 0 ? std::sqrt(ss / count) : 0.0;
+      if (rms == 0.0) return p;  // skip the calibration: nothing to scale
+      std::fill(p.scale.begin(), p.scale.end(), static_cast<T>(rms * optimal_scale() / opt_.scale_override));
+      return p;
+    }
+    std::vector<double> ss(p.scale.size(), 0.0);
     for (index j = 0; j < w.cols; ++j)
-      for (index i = 0; i < w.rows; ++i) ss += static_cast<double>(w(i, j)) * w(i, j);
-    const double count = static_cast<double>(w.rows) * static_cast<double>(w.cols);
-    const double rms = count > 0 ? std::sqrt(ss / count) : 0.0;
-    if (rms == 0.0) return params_type{T(0)};  // skip the calibration: nothing to scale
-    return params_type{static_cast<T>(rms * optimal_scale() / opt_.scale_override)};
+      for (index i = 0; i < w.rows; ++i) ss[static_cast<std::size_t>(i)] += static_cast<double>(w(i, j)) * w(i, j);
+    if (std::find_if(ss.begin(), ss.end(), [](double x) { return x > 0; }) == ss.end())
+      return p;  // skip the calibration: nothing to scale
+    const double opt = optimal_scale();
+    for (std::size_t i = 0; i < p.scale.size(); ++i)
+      p.scale[i] = static_cast<T>(std::sqrt(ss[i] / static_cast<double>(w.cols)) * opt / opt_.scale_override);
+    return p;
   }
 
-  //! The tail-biting minimum-error walk of every 16 x 16 tile of target / scale, recon = scale *
-  //! value(state). Tiles run in parallel (see trellis_options::threads); each tile's result
-  //! depends only on its own targets, so the output is identical for any thread count.
+  //! The tail-biting minimum-error walk of every 16 x 16 tile: element (i, c) in codebook units
+  //! u = target(i, c) / scale[row0 + i], its squared error weighted by (scale[row0 + i] / the
+  //! tile's largest scale)^2 (the true squared error of the tile, see the file comment); recon =
+  //! scale * value(state). Tiles run in parallel (see trellis_options::threads); each tile's
+  //! result depends only on its own targets and scales, so the output is identical for any thread
+  //! count.
   void quantize(matrix_view<const T> target, const params_type& p, index row0, matrix_view<T> recon,
                 matrix_view<code_type> codes) const {
     constexpr const char* what = "yaqa::trellis::quantize";
-    detail::check_quantize_args<unit_rows, unit_cols>(what, target, row0, std::numeric_limits<index>::max(), recon,
-                                                      codes);
-    const T s = p.scale;
-    const T inv = s > T(0) ? T(1) / s : T(0);  // scale 0 (all-zero fit): everything maps to 0
+    detail::check_quantize_args<unit_rows, unit_cols>(what, target, row0, p.rows(), recon, codes);
     const index tr = target.rows / unit_rows, tc = target.cols / unit_cols, nt = tr * tc;
     std::vector<unsigned char> bad(static_cast<std::size_t>(nt), 0);
     detail::trellis_for(nt, detail::trellis_team(nt, threads_), [&](index tile) {
       const index ti = tile % tr, tj = tile / tr;
-      std::array<T, trellis_tile_weights> u{};
+      std::array<T, trellis_tile_side> s{}, inv{}, a{};
+      for (int r = 0; r < trellis_tile_side; ++r) {
+        s[static_cast<std::size_t>(r)] = p.scale[static_cast<std::size_t>(row0 + unit_rows * ti + r)];
+        inv[static_cast<std::size_t>(r)] = detail::trellis_inverse_scale(s[static_cast<std::size_t>(r)]);
+      }
+      const bool weighted = detail::trellis_row_amplitudes(s.data(), a.data());
+      std::array<T, trellis_tile_weights> u{}, amp{};
       std::array<std::uint32_t, trellis_tile_weights> st{};
       bool ok = true;
       const T lim = static_cast<T>(detail::trellis_target_limit);
@@ -890,29 +994,34 @@ class trellis {
         for (int c = 0; c < trellis_tile_side; ++c) {
           const T x = target(unit_rows * ti + r, unit_cols * tj + c);
           ok &= detail::finite_flag(x);
-          u[static_cast<std::size_t>(trellis_tile_side * r + c)] = std::clamp(x * inv, -lim, lim);
+          const auto e = static_cast<std::size_t>(trellis_tile_side * r + c);
+          u[e] = std::clamp(x * inv[static_cast<std::size_t>(r)], -lim, lim);
+          amp[e] = a[static_cast<std::size_t>(r)];
         }
       if (!ok) {  // reported after the loop; never run a walk on NaN
         bad[static_cast<std::size_t>(tile)] = 1;
         codes(ti, tj) = trellis_bits{};
         return;
       }
-      detail::trellis_tail_biting(*table_, geo_, pass_, u.data(), st.data(), detail::trellis_scratch<T>());
+      detail::trellis_tail_biting(*table_, geo_, pass_, u.data(), weighted ? amp.data() : nullptr, st.data(),
+                                  detail::trellis_scratch<T>());
       codes(ti, tj) = detail::trellis_pack(st.data(), geo_);
       for (int r = 0; r < trellis_tile_side; ++r)
         for (int c = 0; c < trellis_tile_side; ++c) {
           const int e = trellis_tile_side * r + c;
           recon(unit_rows * ti + r, unit_cols * tj + c) =
-              s * detail::trellis_table_value(*table_, st[static_cast<std::size_t>(e / geo_.v)], e % geo_.v);
+              s[static_cast<std::size_t>(r)] *
+              detail::trellis_table_value(*table_, st[static_cast<std::size_t>(e / geo_.v)], e % geo_.v);
         }
     });
     if (std::find(bad.begin(), bad.end(), 1) != bad.end()) detail::throw_non_finite_target(what, target);
   }
 
-  //! Decodes codes ((m / 16) x (n / 16) tiles) to the m x n reconstruction: the states are read
-  //! back from the bitstreams, so this is what a kernel holding only the bits computes.
-  [[nodiscard]] matrix<T> reconstruct(matrix_view<const code_type> codes, const params_type& p,
-                                      index /*row0*/) const {
+  //! Decodes codes ((m / 16) x (n / 16) tiles) to the m x n reconstruction of rows [row0, row0 +
+  //! m) of the params: the states are read back from the bitstreams, so this is what a kernel
+  //! holding only the bits computes.
+  [[nodiscard]] matrix<T> reconstruct(matrix_view<const code_type> codes, const params_type& p, index row0) const {
+    detail::check_reconstruct_args("yaqa::trellis::reconstruct", codes.rows, unit_rows, row0, p.rows());
     matrix<T> out(codes.rows * unit_rows, codes.cols * unit_cols);
     for (index tj = 0; tj < codes.cols; ++tj)
       for (index ti = 0; ti < codes.rows; ++ti) {
@@ -921,20 +1030,26 @@ class trellis {
           const std::uint32_t st = detail::trellis_state_at(b, geo_, t);
           for (int j = 0; j < geo_.v; ++j) {
             const int e = t * geo_.v + j;
-            out(unit_rows * ti + e / trellis_tile_side, unit_cols * tj + e % trellis_tile_side) =
-                p.scale * value(st, j);
+            const index i = unit_rows * ti + e / trellis_tile_side;
+            out(i, unit_cols * tj + e % trellis_tile_side) =
+                p.scale[static_cast<std::size_t>(row0 + i)] * value(st, j);
           }
         }
       }
     return out;
   }
 
-  //! Exact bits of a rows x cols matrix: K bits per weight plus one fp32 scale.
+  //! Exact bits of a rows x cols matrix: K bits per weight plus the scales (16 bits per row and
+  //! group, or 32 per group with per_matrix).
   [[nodiscard]] std::size_t storage_bits(index rows, index cols) const {
-    (void)group_cols(cols);
+    const auto groups = detail::group_count(cols, group_cols(cols));
     detail::require(rows % unit_rows == 0, "yaqa::trellis::storage_bits: argument 'rows' = ", rows,
                     " must be a multiple of the tile height ", unit_rows);
-    return static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols) * static_cast<std::size_t>(opt_.k) + 32;
+    const std::size_t scale_bits = opt_.scales == trellis_scales::per_row
+                                       ? static_cast<std::size_t>(rows) * groups * 16
+                                       : groups * 32;
+    return static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols) * static_cast<std::size_t>(opt_.k) +
+           scale_bits;
   }
 
   //! Value j (< v()) of an L-bit state, in codebook units, from the code's recipe.
@@ -950,11 +1065,18 @@ class trellis {
   [[nodiscard]] std::uint32_t state_at(const code_type& b, int t) const { return detail::trellis_state_at(b, geo_, t); }
 
   //! The tail-biting walk of one tile given in codebook units (256 values, row-major), as
-  //! quantize() runs it with scale 1; writes its 256 / v() states when `states` is given.
+  //! quantize() runs it with scale 1; writes its 256 / v() states when `states` is given. With
+  //! `amplitudes` (256 values >= 0, or empty) the walk minimizes sum_e amplitudes[e]^2 (u[e] -
+  //! value_e)^2, as quantize() does for rows of different scales.
   [[nodiscard]] code_type encode_tile(std::span<const T, trellis_tile_weights> u,
-                                      std::span<std::uint32_t> states = {}) const {
+                                      std::span<std::uint32_t> states = {},
+                                      std::span<const T> amplitudes = {}) const {
+    detail::require<shape_error>(amplitudes.empty() || amplitudes.size() == trellis_tile_weights,
+                                 "yaqa::trellis::encode_tile: argument 'amplitudes' must be empty or hold 256 "
+                                 "values, got ", amplitudes.size());
     std::array<std::uint32_t, trellis_tile_weights> st{};
-    detail::trellis_tail_biting(*table_, geo_, pass_, u.data(), st.data(), detail::trellis_scratch<T>());
+    detail::trellis_tail_biting(*table_, geo_, pass_, u.data(), amplitudes.empty() ? nullptr : amplitudes.data(),
+                                st.data(), detail::trellis_scratch<T>());
     std::copy_n(st.begin(), std::min<std::size_t>(states.size(), static_cast<std::size_t>(geo_.steps)), states.begin());
     return detail::trellis_pack(st.data(), geo_);
   }

@@ -9,7 +9,8 @@
 //! The device algorithm is the CPU's (QTIP's Algorithm 4 on each tile; the bitshift trellis; the
 //! same tie rules), laid out for many tiles at once: every array is [tile][...] and every launch
 //! covers all tiles of a batch.
-//!   load:    u[tile][e] = clamp(target / scale), and a per-tile finiteness flag
+//!   load:    u[tile][e] = clamp(target * inv[row]), amp[tile][e] = amp[row], and a per-tile
+//!            finiteness flag (inv, amp: per row of the target, trellis_row_factors on the host)
 //!   pass 0 (the sequence rotated by half a tile, free) and pass 1 (the original, constrained to
 //!   the overlap pass 0 found), each:
 //!     start:  cost[tile][s] = err(s, step 0)          (pass 1: +big off the overlap)
@@ -17,12 +18,15 @@
 //!             bp[tile][t][r] = h, cost'[r 2^KV + c] = best + err(r 2^KV + c, step t)
 //!     finish: end state (pass 1: bottom bits == overlap), back-trace; pass 0: overlap
 //!   pack:    word w of each tile's stream from its states
-//!   recon:   scale * value(state)
-//! The errors are rounded operations (sub_rn, mul_rn, add_rn): on the device nothing is fused
-//! into an FMA. The CPU kernel lets the compiler contract (x - v)^2 + c, so the two can choose
-//! differently between walks whose costs tie to rounding; the tests allow for that.
+//!   recon:   scale[row] * value(state)
+//! err is the CPU's weighted error (a u - a v)^2 with a the row's amplitude (s_row / the largest
+//! scale of the tile's rows; 1 when they are equal). The errors are rounded operations (sub_rn,
+//! mul_rn, add_rn): on the device nothing is fused into an FMA. The CPU kernel lets the compiler
+//! contract a u - a v and (.)^2 + c, so the two can choose differently between walks whose costs
+//! tie to rounding; the tests allow for that.
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include <yaqa/backend/cuda/kernels/device_math.hpp>
 #include <yaqa/quantizers/trellis.hpp>
@@ -61,29 +65,50 @@ YAQA_HD inline T trellis_value(const trellis_args<T>& a, std::uint32_t s, int j)
   return T(0);
 }
 
-//! Squared error of state s against the step's targets x0 (x1 when V = 2), from the tables.
+//! Weighted squared error of state s against the step's targets: x0 = a0 u0 (x1 = a1 u1 when
+//! V = 2), the targets times their amplitudes, as the CPU's (x - a v)^2.
 template <class T>
-YAQA_HD inline T trellis_err(const trellis_args<T>& a, index s, T x0, T x1) {
-  const T d0 = sub_rn(x0, a.v0[s]);
+YAQA_HD inline T trellis_err(const trellis_args<T>& a, index s, T x0, T x1, T a0, T a1) {
+  const T d0 = sub_rn(x0, mul_rn(a0, a.v0[s]));
   T e = mul_rn(d0, d0);
   if (a.v == 2) {
-    const T d1 = sub_rn(x1, a.v1[s]);
+    const T d1 = sub_rn(x1, mul_rn(a1, a.v1[s]));
     e = add_rn(e, mul_rn(d1, d1));
   }
   return e;
 }
 
+//! The target row of element e (row-major in the tile) of tile `tile` (column-major tiles, as
+//! the codes matrix, `tile_rows` tile rows).
+YAQA_HD inline index trellis_row(index tile_rows, index tile, int e) { return 16 * (tile % tile_rows) + e / 16; }
+
 //! Element e (row-major in the tile) of tile `tile` of a target with `tile_rows` tile rows
-//! (column-major tiles, as the codes matrix), in codebook units, saturated as on the CPU.
-//! ok = the element was finite.
+//! (column-major tiles, as the codes matrix), in its row's codebook units (inv: the reciprocal of
+//! each target row's scale), saturated as on the CPU. ok = the element was finite.
 template <class T>
-YAQA_HD inline T trellis_load(const T* target, index ld, index tile_rows, index tile, int e, T inv, bool& ok) {
-  const index ti = tile % tile_rows, tj = tile / tile_rows;
-  const T x = target[(16 * ti + e / 16) + (16 * tj + e % 16) * ld];
+YAQA_HD inline T trellis_load(const T* target, index ld, index tile_rows, index tile, int e, const T* inv, bool& ok) {
+  const index row = trellis_row(tile_rows, tile, e), tj = tile / tile_rows;
+  const T x = target[row + (16 * tj + e % 16) * ld];
   ok = finite(x);
   const T lim = static_cast<T>(yaqa::detail::trellis_target_limit);
-  const T u = mul_rn(x, inv);
+  const T u = mul_rn(x, inv[row]);
   return u < -lim ? -lim : (u > lim ? lim : u);  // std::clamp's order: NaN passes through
+}
+
+//! The per-row factors of a target of `rows` rows (a multiple of 16) with scales `scale` (host):
+//! [0, rows) the reciprocals (trellis_inverse_scale), [rows, 2 rows) the amplitudes of each row in
+//! its tile band (trellis_row_amplitudes), [2 rows, 3 rows) the scales: the numbers the CPU's
+//! quantize computes per tile.
+template <class T>
+std::vector<T> trellis_row_factors(const T* scale, index rows) {
+  std::vector<T> f(static_cast<std::size_t>(3 * rows));
+  for (index i = 0; i < rows; ++i) {
+    f[static_cast<std::size_t>(i)] = yaqa::detail::trellis_inverse_scale(scale[i]);
+    f[static_cast<std::size_t>(2 * rows + i)] = scale[i];
+  }
+  for (index r0 = 0; r0 < rows; r0 += 16)
+    (void)yaqa::detail::trellis_row_amplitudes(scale + r0, f.data() + rows + r0);
+  return f;
 }
 
 //! The target element of step t, coordinate j, of pass 0 (rotated by half a tile) or pass 1.
@@ -92,10 +117,20 @@ YAQA_HD inline int trellis_element(int steps, int v, int pass, int t, int j) {
   return pass == 0 ? ((t + half) * v + j) % trellis_tile_weights : t * v + j;
 }
 
+//! Target (times its amplitude) and amplitude of step t, coordinate j, of pass `pass` of a tile
+//! (ut, at: its 256 targets and amplitudes): x = a u, as the CPU's Viterbi computes it.
+template <class T>
+YAQA_HD inline void trellis_step_target(const T* ut, const T* at, int steps, int v, int pass, int t, int j, T& x,
+                                        T& amp) {
+  const int e = trellis_element(steps, v, pass, t, j);
+  amp = at[e];
+  x = mul_rn(amp, ut[e]);
+}
+
 //! Step-0 cost of state s (overlap < 0: free; else only s >> KV == overlap).
 template <class T>
-YAQA_HD inline T trellis_start(const trellis_args<T>& a, index s, T x0, T x1, std::int64_t overlap) {
-  const T e = trellis_err(a, s, x0, x1);
+YAQA_HD inline T trellis_start(const trellis_args<T>& a, index s, T x0, T x1, T a0, T a1, std::int64_t overlap) {
+  const T e = trellis_err(a, s, x0, x1, a0, a1);
   return (overlap < 0 || static_cast<std::int64_t>(s >> a.kv) == overlap) ? e : trellis_big<T>();
 }
 
@@ -103,7 +138,7 @@ YAQA_HD inline T trellis_start(const trellis_args<T>& a, index s, T x0, T x1, st
 //! back pointer, and the new costs of its 2^KV successors.
 template <class T>
 YAQA_HD inline void trellis_group(const trellis_args<T>& a, const T* cur, T* nxt, std::uint8_t* bpt, index r, T x0,
-                                  T x1) {
+                                  T x1, T a0, T a1) {
   const index g = a.groups();
   const int ns = 1 << a.kv;
   T best = cur[r];
@@ -118,7 +153,7 @@ YAQA_HD inline void trellis_group(const trellis_args<T>& a, const T* cur, T* nxt
   bpt[r] = static_cast<std::uint8_t>(arg);
   for (int c = 0; c < ns; ++c) {
     const index s = r * ns + c;
-    nxt[s] = add_rn(best, trellis_err(a, s, x0, x1));
+    nxt[s] = add_rn(best, trellis_err(a, s, x0, x1, a0, a1));
   }
 }
 
@@ -185,7 +220,8 @@ YAQA_HD inline std::uint32_t trellis_state_from_words(const std::uint32_t* words
   return static_cast<std::uint32_t>((w >> (64 - off - l)) & ((std::uint64_t{1} << l) - 1u));
 }
 
-//! Element e (row-major in the tile) decoded from the stream: scale * value(state).
+//! Element e (row-major in the tile) decoded from the stream: scale * value(state), scale the
+//! scale of the element's row.
 template <class T>
 YAQA_HD inline T trellis_decode(const trellis_args<T>& a, const std::uint32_t* words, T scale, int e) {
   const std::uint32_t s = trellis_state_from_words(words, a.l, a.kv, a.words(), e / a.v);
@@ -193,10 +229,10 @@ YAQA_HD inline T trellis_decode(const trellis_args<T>& a, const std::uint32_t* w
 }
 
 //! Bytes of device scratch per tile of a batch: two cost vectors, the back pointers, the
-//! targets, the states and the overlap.
+//! targets and their amplitudes, the states and the overlap.
 template <class T>
 index trellis_tile_scratch(const trellis_args<T>& a) {
-  return 2 * a.states() * index(sizeof(T)) + a.steps * a.groups() + trellis_tile_weights * index(sizeof(T)) +
+  return 2 * a.states() * index(sizeof(T)) + a.steps * a.groups() + 2 * trellis_tile_weights * index(sizeof(T)) +
          a.steps * index(sizeof(std::uint32_t)) + index(sizeof(std::int64_t));
 }
 
