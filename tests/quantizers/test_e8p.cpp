@@ -154,7 +154,7 @@ TEST_CASE("e8p calibration: optimal scale and MSE at unit variance", "[quantizer
   CHECK(cal.scale < 1.05);
   // Independent sample, larger than the calibration's: the MSE per weight QuIP# reports for its
   // E8P12 is about 0.089; this codebook is in that neighbourhood (see docs/quantizers.md).
-  const auto x = detail::e8p_gaussian_sample(8u * 32768u, 2024);
+  const auto x = detail::gaussian_sample(8u * 32768u, 2024);
   const double mse = detail::e8p_mse_at(x, cal.scale);
   std::printf("e8p: optimal scale %.4f, calibration MSE %.5f, independent-sample MSE %.5f\n", cal.scale,
               cal.mse, mse);

@@ -195,7 +195,7 @@ TEMPLATE_LIST_TEST_CASE("e8p_rvq: each greedy stage is the exact nearest codewor
 TEST_CASE("e8p_rvq calibration: scales and MSE at unit variance, against Lloyd-Max and E8P", "[quantizers][e8p_rvq]") {
   // Independent sample (not the calibration's seed), 2^15 8-vectors: the standard error of an MSE
   // estimate is below 0.5% of it.
-  const auto x = detail::e8p_gaussian_sample(8u * 32768u, 2024);
+  const auto x = detail::gaussian_sample(8u * 32768u, 2024);
   const double mse2 = detail::e8p_mse_at(x, e8p_calibration().scale);
   double prev = mse2;
   for (int bits : {3, 4}) {

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include <yaqa/core/config.hpp>
@@ -103,6 +104,23 @@ inline T round_to_type(T v) {
   v = t;
 #endif
   return v;
+}
+
+//! Fixed-seed standard normals for the codebook calibrations: Box-Muller on std::mt19937_64's raw
+//! output (the engine is fully specified by the standard, unlike std::normal_distribution), so
+//! every platform draws the same sample.
+inline std::vector<double> gaussian_sample(std::size_t count, std::uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::vector<double> x(count);
+  const double two_pi = 6.283185307179586477;
+  for (std::size_t i = 0; i < count; i += 2) {
+    const double u1 = (static_cast<double>(g() >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
+    const double u2 = static_cast<double>(g() >> 11) * 0x1.0p-53;          // [0, 1)
+    const double r = std::sqrt(-2.0 * std::log(u1));
+    x[i] = r * std::cos(two_pi * u2);
+    if (i + 1 < count) x[i + 1] = r * std::sin(two_pi * u2);
+  }
+  return x;
 }
 
 //! Number of parameter groups of an n-column matrix with group width g.

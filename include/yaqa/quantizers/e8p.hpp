@@ -403,6 +403,51 @@ inline std::uint16_t e8p_nearest(const T* u) {
 
 }  // namespace detail
 
+namespace detail {
+
+//! The unit loop shared by e8p and e8p_rvq: per row, u = x / scale (scale 0, an all-zero row:
+//! everything maps to code 0), code = nearest(u), recon = scale * decode(code). A unit holding
+//! NaN/Inf gets code 0 and the call throws non_finite_error after the loop (common.hpp's policy).
+template <class T, class C, class Nearest, class Decode>
+void e8p_quantize_rows(const char* what, matrix_view<const T> target, const std::vector<T>& scale, index row0,
+                       matrix_view<T> recon, matrix_view<C> codes, Nearest&& nearest, Decode&& decode) {
+  bool finite = true;
+  for (index i = 0; i < target.rows; ++i) {
+    const T s = scale[static_cast<std::size_t>(row0 + i)];
+    const T inv = s > T(0) ? T(1) / s : T(0);
+    for (index g = 0; g < target.cols / 8; ++g) {
+      T u[8];
+      bool ok = true;
+      for (int t = 0; t < 8; ++t) {
+        const T x = target(i, 8 * g + t);
+        ok &= finite_flag(x);
+        u[t] = x * inv;
+      }
+      finite &= ok;
+      const C code = ok ? static_cast<C>(nearest(u)) : C{0};
+      codes(i, g) = code;
+      const auto c = decode(code);
+      for (int t = 0; t < 8; ++t) recon(i, 8 * g + t) = s * c[t];
+    }
+  }
+  if (!finite) throw_non_finite_target(what, target);
+}
+
+//! The decode loop shared by e8p and e8p_rvq: out(i, 8 g + t) = scale[row0 + i] * decode(code)[t].
+template <class T, class C, class Decode>
+matrix<T> e8p_reconstruct_rows(matrix_view<const C> codes, const std::vector<T>& scale, index row0, Decode&& decode) {
+  matrix<T> out(codes.rows, codes.cols * 8);
+  for (index g = 0; g < codes.cols; ++g)
+    for (index i = 0; i < codes.rows; ++i) {
+      const T s = scale[static_cast<std::size_t>(row0 + i)];
+      const auto c = decode(codes(i, g));
+      for (int t = 0; t < 8; ++t) out(i, 8 * g + t) = s * c[t];
+    }
+  return out;
+}
+
+}  // namespace detail
+
 //! Result of the codebook-scale calibration at unit variance.
 struct e8p_calibration_result {
   double scale = 0;  //!< codebook multiplier minimizing the MSE of N(0, 1) input
@@ -411,23 +456,6 @@ struct e8p_calibration_result {
 };
 
 namespace detail {
-
-//! Fixed-seed standard normals: Box-Muller on std::mt19937_64's raw output (the engine is fully
-//! specified by the standard, unlike std::normal_distribution), so every platform gets the same
-//! sample.
-inline std::vector<double> e8p_gaussian_sample(std::size_t count, std::uint64_t seed) {
-  std::mt19937_64 g(seed);
-  std::vector<double> x(count);
-  const double two_pi = 6.283185307179586477;
-  for (std::size_t i = 0; i < count; i += 2) {
-    const double u1 = (static_cast<double>(g() >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
-    const double u2 = static_cast<double>(g() >> 11) * 0x1.0p-53;          // [0, 1)
-    const double r = std::sqrt(-2.0 * std::log(u1));
-    x[i] = r * std::cos(two_pi * u2);
-    if (i + 1 < count) x[i + 1] = r * std::sin(two_pi * u2);
-  }
-  return x;
-}
 
 //! Mean squared error per weight of codebook scale s on x (a multiple of 8 values), in double.
 inline double e8p_mse_at(const std::vector<double>& x, double s) {
@@ -446,7 +474,7 @@ inline double e8p_mse_at(const std::vector<double>& x, double s) {
 
 inline e8p_calibration_result compute_e8p_calibration() {
   constexpr int vectors = 8192;
-  const auto x = e8p_gaussian_sample(8u * vectors, 0x45385031u /* "E8P1" */);
+  const auto x = gaussian_sample(8u * vectors, 0x45385031u /* "E8P1" */);
   // Golden-section search of the (unimodal near its minimum) MSE over the codebook scale.
   double lo = 0.5, hi = 1.5;
   const double r = 0.61803398874989484820;
@@ -593,39 +621,15 @@ class e8p {
                 matrix_view<code_type> codes) const {
     constexpr const char* what = "yaqa::e8p::quantize";
     detail::check_quantize_args<1, 8>(what, target, row0, p.rows(), recon, codes);
-    bool finite = true;
-    for (index i = 0; i < target.rows; ++i) {
-      const T s = p.scale[static_cast<std::size_t>(row0 + i)];
-      const T inv = s > T(0) ? T(1) / s : T(0);  // scale 0 (all-zero row): everything maps to 0
-      for (index g = 0; g < target.cols / 8; ++g) {
-        T u[8];
-        bool ok = true;
-        for (int t = 0; t < 8; ++t) {
-          const T x = target(i, 8 * g + t);
-          ok &= detail::finite_flag(x);
-          u[t] = x * inv;
-        }
-        finite &= ok;
-        const std::uint16_t code = ok ? detail::e8p_nearest<T>(u) : std::uint16_t{0};
-        codes(i, g) = code;
-        const auto c = detail::e8p_decode<T>(code);
-        for (int t = 0; t < 8; ++t) recon(i, 8 * g + t) = s * c[t];
-      }
-    }
-    if (!finite) detail::throw_non_finite_target(what, target);
+    detail::e8p_quantize_rows(what, target, p.scale, row0, recon, codes,
+                              [](const T* u) { return detail::e8p_nearest<T>(u); },
+                              [](code_type c) { return detail::e8p_decode<T>(c); });
   }
 
   [[nodiscard]] matrix<T> reconstruct(matrix_view<const code_type> codes, const params_type& p,
                                       index row0) const {
     detail::check_reconstruct_args("yaqa::e8p::reconstruct", codes.rows, 1, row0, p.rows());
-    matrix<T> out(codes.rows, codes.cols * 8);
-    for (index g = 0; g < codes.cols; ++g)
-      for (index i = 0; i < codes.rows; ++i) {
-        const T s = p.scale[static_cast<std::size_t>(row0 + i)];
-        const auto c = detail::e8p_decode<T>(codes(i, g));
-        for (int t = 0; t < 8; ++t) out(i, 8 * g + t) = s * c[t];
-      }
-    return out;
+    return detail::e8p_reconstruct_rows<T>(codes, p.scale, row0, [](code_type c) { return detail::e8p_decode<T>(c); });
   }
 
   //! Exact bits of a rows x cols matrix: 2 bits per weight plus the scales (16 bits per row and

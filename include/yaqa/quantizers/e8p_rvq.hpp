@@ -230,7 +230,7 @@ inline std::pair<double, double> e8p_rvq_best_rho(const std::vector<double>& x, 
 
 inline e8p_rvq_calibration_result compute_e8p_rvq_calibration(int bits) {
   constexpr int vectors = 8192;
-  const auto x = e8p_gaussian_sample(8u * vectors, 0x45385031u /* "E8P1", as e8p */);
+  const auto x = gaussian_sample(8u * vectors, 0x45385031u /* "E8P1", as e8p */);
   double best_rho = 0;
   const auto [scale, mse] = golden_section(
       [&](double s) {
@@ -335,39 +335,16 @@ class e8p_rvq {
                 matrix_view<code_type> codes) const {
     constexpr const char* what = "yaqa::e8p_rvq::quantize";
     detail::check_quantize_args<1, 8>(what, target, row0, p.rows(), recon, codes);
-    bool finite = true;
-    for (index i = 0; i < target.rows; ++i) {
-      const T s = p.scale[static_cast<std::size_t>(row0 + i)];
-      const T inv = s > T(0) ? T(1) / s : T(0);  // scale 0 (all-zero row): everything maps to 0
-      for (index g = 0; g < target.cols / 8; ++g) {
-        T u[8];
-        bool ok = true;
-        for (int t = 0; t < 8; ++t) {
-          const T x = target(i, 8 * g + t);
-          ok &= detail::finite_flag(x);
-          u[t] = x * inv;
-        }
-        finite &= ok;
-        const code_type code = ok ? detail::e8p_rvq_nearest<T>(u, opt_.bits, inv_rho_) : code_type{0};
-        codes(i, g) = code;
-        const auto c = detail::e8p_rvq_decode<T>(code, opt_.bits, rho_);
-        for (int t = 0; t < 8; ++t) recon(i, 8 * g + t) = s * c[t];
-      }
-    }
-    if (!finite) detail::throw_non_finite_target(what, target);
+    detail::e8p_quantize_rows(what, target, p.scale, row0, recon, codes,
+                              [&](const T* u) { return detail::e8p_rvq_nearest<T>(u, opt_.bits, inv_rho_); },
+                              [&](code_type c) { return detail::e8p_rvq_decode<T>(c, opt_.bits, rho_); });
   }
 
   [[nodiscard]] matrix<T> reconstruct(matrix_view<const code_type> codes, const params_type& p,
                                       index row0) const {
     detail::check_reconstruct_args("yaqa::e8p_rvq::reconstruct", codes.rows, 1, row0, p.rows());
-    matrix<T> out(codes.rows, codes.cols * 8);
-    for (index g = 0; g < codes.cols; ++g)
-      for (index i = 0; i < codes.rows; ++i) {
-        const T s = p.scale[static_cast<std::size_t>(row0 + i)];
-        const auto c = detail::e8p_rvq_decode<T>(codes(i, g), opt_.bits, rho_);
-        for (int t = 0; t < 8; ++t) out(i, 8 * g + t) = s * c[t];
-      }
-    return out;
+    return detail::e8p_reconstruct_rows<T>(codes, p.scale, row0,
+                                           [&](code_type c) { return detail::e8p_rvq_decode<T>(c, opt_.bits, rho_); });
   }
 
   //! Exact bits of a rows x cols matrix: `bits` per weight plus the scales.

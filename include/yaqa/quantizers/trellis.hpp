@@ -254,22 +254,6 @@ struct trellis_calibration_result {
 
 namespace detail {
 
-//! Fixed-seed standard normals: Box-Muller on std::mt19937_64's raw output (fully specified by
-//! the standard, unlike std::normal_distribution), so every platform draws the same sample.
-inline std::vector<double> trellis_gaussian_sample(std::size_t count, std::uint64_t seed) {
-  std::mt19937_64 g(seed);
-  std::vector<double> x(count);
-  const double two_pi = 6.283185307179586477;
-  for (std::size_t i = 0; i < count; i += 2) {
-    const double u1 = (static_cast<double>(g() >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
-    const double u2 = static_cast<double>(g() >> 11) * 0x1.0p-53;          // [0, 1)
-    const double r = std::sqrt(-2.0 * std::log(u1));
-    x[i] = r * std::cos(two_pi * u2);
-    if (i + 1 < count) x[i + 1] = r * std::sin(two_pi * u2);
-  }
-  return x;
-}
-
 //! OpenMP's default team size (1 without OpenMP).
 inline int omp_threads_or_one() {
 #if defined(_OPENMP)
@@ -316,7 +300,7 @@ void trellis_for(index n, int team, F&& f) {
 inline trellis_hyb_lut_result compute_trellis_hyb_lut() {
   constexpr int rows = trellis_hyb::lut_rows;
   constexpr int n = 1 << 14;
-  const std::vector<double> x = trellis_gaussian_sample(2u * n, 0x48594239u /* "HYB9" */);
+  const std::vector<double> x = gaussian_sample(2u * n, 0x48594239u /* "HYB9" */);
   std::vector<double> px(n), py(n);
   for (int i = 0; i < n; ++i) {
     px[static_cast<std::size_t>(i)] = x[2u * static_cast<std::size_t>(i)];
@@ -777,7 +761,7 @@ inline trellis_calibration_result compute_trellis_calibration(int l, int k, int 
   const int tiles = l <= 12 ? 64 : l <= 14 ? 32 : 16;
   const auto seed = 0x54524C53u + 97u * static_cast<unsigned>(l) + 13u * static_cast<unsigned>(k) +
                     7u * static_cast<unsigned>(v) + static_cast<unsigned>(code);  // "TRLS" + config
-  const std::vector<double> x = trellis_gaussian_sample(static_cast<std::size_t>(tiles) * trellis_tile_weights, seed);
+  const std::vector<double> x = gaussian_sample(static_cast<std::size_t>(tiles) * trellis_tile_weights, seed);
   double m2 = 0;
   for (float val : tb.v0) m2 += double(val) * val;
   for (float val : tb.v1) m2 += double(val) * val;
