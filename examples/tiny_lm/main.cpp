@@ -43,6 +43,7 @@ struct options {
   double refine_lr = -1;
   double lwc_lr = -1;
   std::string sde_pattern;
+  std::string handover;
 };
 
 void usage() {
@@ -50,7 +51,7 @@ void usage() {
                "usage: yaqa-demo [--corpus FILE] [--quick] [--out DIR] [--retrain] [--threads N]\n"
                "                 [--steps N] [--sequences N] [--passes P] [--check-order]\n"
                "                 [--rows REGEX] [--refine-steps N] [--refine-lr X] [--lwc-lr X]\n"
-               "                 [--sde-pattern diag|band:K|topleft:K|full]\n"
+               "                 [--sde-pattern diag|band:K|topleft:K|full] [--refine-handover grid|weights]\n"
                "  --corpus FILE  train and evaluate on FILE (default: the repository's text)\n"
                "  --quick        shrunken configuration (tiny model, few steps; seconds)\n"
                "  --out DIR      results and cached weights (default: <build>/demo)\n"
@@ -63,6 +64,7 @@ void usage() {
                "                 over seeds; exit status 1 when it does not hold\n"
                "  --rows REGEX   only the rows whose 'method setting' label matches (e.g. 'YAQA-B.*INT2')\n"
                "  --refine-steps N, --refine-lr X, --lwc-lr X, --sde-pattern P\n"
+               "  --refine-handover grid|weights\n"
                "                 the refinement rows' settings (defaults: docs/refine.md)\n");
 }
 
@@ -91,6 +93,7 @@ options parse(int argc, char** argv) {
     else if (a == "--refine-lr") o.refine_lr = std::stod(value());
     else if (a == "--lwc-lr") o.lwc_lr = std::stod(value());
     else if (a == "--sde-pattern") o.sde_pattern = value();
+    else if (a == "--refine-handover") o.handover = value();
     else if (a == "--help" || a == "-h") {
       usage();
       std::exit(0);
@@ -275,6 +278,11 @@ int main(int argc, char** argv) try {
   if (opt.refine_lr > 0) qc.refine.lr = opt.refine_lr;
   if (opt.lwc_lr > 0) qc.refine.lwc_lr = opt.lwc_lr;
   if (!opt.sde_pattern.empty()) qc.refine.pattern = yaqa::parse_sde_pattern(opt.sde_pattern);
+  if (!opt.handover.empty()) {
+    yaqa::detail::require(opt.handover == "grid" || opt.handover == "weights",
+                          "yaqa-demo: --refine-handover expects grid or weights, got '", opt.handover, "'");
+    qc.refine.handover = opt.handover == "grid" ? yaqa::refine_handover::grid : yaqa::refine_handover::weights;
+  }
   ctx.quantizers = qc.describe();
   for (int bits : {2, 3, 4}) {
     for (method_id m : methods) settings.push_back({m, format_id::int_grid, bits});

@@ -105,7 +105,8 @@ struct quant_config {
                                 " x mean diagonal; RHT on for GPTQ/LDLQ/YAQA; +CD: ", cd_sweeps,
                                 " coordinate-descent sweeps; refinement: SDE ",
                                 yaqa::to_string(refine.pattern), ", ", refine.steps, " Adam steps, lr ", refine.lr,
-                                " x grid step, LWC lr ", refine.lwc_lr);
+                                " x grid step, LWC lr ", refine.lwc_lr, ", handover to YAQA: ",
+                                refine.handover == yaqa::refine_handover::grid ? "grid" : "weights");
   }
 };
 

@@ -179,7 +179,7 @@ inline void validate(options& o, bool bits_given, bool group_given, bool trellis
         require(o.bits >= 1 && o.bits <= 4, "yaqa-quantize: --bits must be 1..4 for --quantizer trellis, got ", o.bits);
         o.trellis.k = o.bits;
       }
-      (void)trellis<float>(o.trellis);  // range checks with the library's messages
+      trellis<float>::check_options(o.trellis);  // the library's range checks (no tables built)
       break;
   }
   require(trellis_given == false || o.quantizer == quantizer_kind::trellis,

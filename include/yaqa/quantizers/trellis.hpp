@@ -868,6 +868,17 @@ class trellis {
 
   trellis() : trellis(trellis_options{}) {}
   explicit trellis(const trellis_options& o) : opt_(o) {
+    check_options(o);
+    opt_.v = trellis_code_v(o.code);
+    geo_ = detail::make_trellis_geometry(o.l, o.k, opt_.v);
+    threads_ = o.threads > 0 ? o.threads : detail::omp_threads_or_one();
+    table_ = detail::trellis_values<T>(o.code, o.l);
+    pass_ = detail::trellis_pass_for<T>(o.k, opt_.v);
+  }
+
+  //! The constructor's range checks alone (throws invalid_argument naming the option); cheap,
+  //! unlike construction, which builds the state tables (and, for HYB, the LUT once per process).
+  static void check_options(const trellis_options& o) {
     constexpr const char* what = "yaqa::trellis";
     detail::require(o.l >= trellis_min_l && o.l <= trellis_max_l, what, ": option 'l' (state bits) must be in [",
                     trellis_min_l, ", ", trellis_max_l, "], got ", o.l);
@@ -890,11 +901,6 @@ class trellis {
                     static_cast<int>(o.scales));
     detail::check_group_size_option(what, o.group_size, unit_cols);
     detail::require(o.threads >= 0, what, ": option 'threads' must be >= 0 (0: OpenMP's default), got ", o.threads);
-    opt_.v = cv;
-    geo_ = detail::make_trellis_geometry(o.l, o.k, cv);
-    threads_ = o.threads > 0 ? o.threads : detail::omp_threads_or_one();
-    table_ = detail::trellis_values<T>(o.code, o.l);
-    pass_ = detail::trellis_pass_for<T>(o.k, cv);
   }
 
   [[nodiscard]] const trellis_options& options() const { return opt_; }  //!< with v resolved
