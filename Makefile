@@ -1,13 +1,15 @@
 # Two commands do everything on a fresh Debian machine:
 #   make test   install missing packages, configure, build everything (CUDA too when found), ctest
 #   make demo   install missing packages, configure, build and run the end-to-end demo
+#   make cuda-build  the CUDA tests and benchmarks (make test builds them only where a GPU is
+#                    visible), then the CUDA ctests (skipped without a GPU); CI runs it
 #   make sanitize    the CPU unit tests under ASan+UBSan (build-asan; docs/reliability.md)
 #   make fuzz-smoke  the libFuzzer harnesses, FUZZ_SECONDS each (build-fuzz; needs clang)
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release -DYAQA_NATIVE=ON
 
-.PHONY: all deps configure build test demo bench clean sanitize fuzz-smoke
+.PHONY: all deps configure build test cuda-build demo bench clean sanitize fuzz-smoke
 
 all: build
 
@@ -23,6 +25,11 @@ build: configure
 test: DEPS_FLAGS = --with-python
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+cuda-build: deps
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) -DYAQA_ENABLE_CUDA=ON -DYAQA_BUILD_CUDA_TESTS=ON >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L cuda
 
 demo: configure
 	cmake --build $(BUILD) -j $(JOBS) --target yaqa-demo

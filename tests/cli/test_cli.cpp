@@ -365,7 +365,7 @@ TEST_CASE("run: --quantizer trellis writes one bitstream per tile that rebuilds 
     CHECK(meta["trellis"]["l"] == 10);
     CHECK(meta["trellis"]["code"] == "3inst");
     const vector<float> params = to_vector<float>(q.at(l.name + ".qparams"));
-    REQUIRE(params.size() == std::size_t(l.out));  // one scale per row
+    REQUIRE(params.size() == yaqa::index(l.out));  // one scale per row
     // decode every tile from its bytes
     matrix<trellis_bits> bits(l.out / 16, l.in / 16);
     const auto* b = reinterpret_cast<const std::uint8_t*>(codes.bytes.data());

@@ -18,6 +18,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <span>
 #include <vector>
 
 #include <unistd.h>
@@ -119,6 +120,13 @@ std::string thrown_message(F&& f) {
 //! Value of a small IEEE-like float format with `ebits` exponent and `mbits` mantissa bits.
 //! `ieee_specials`: the all-ones exponent means Inf/NaN (false for E4M3FN, where only S.1111.111
 //! is NaN).
+//! The bytes of a vector's elements (host order).
+template <class V>
+std::vector<std::byte> raw(const std::vector<V>& v) {
+  const auto b = std::as_bytes(std::span(v));
+  return {b.begin(), b.end()};
+}
+
 inline double ref_small_float(std::uint32_t bits, int ebits, int mbits, bool ieee_specials) {
   const std::uint32_t sign = (bits >> (ebits + mbits)) & 1u;
   const std::uint32_t e = (bits >> mbits) & ((1u << ebits) - 1);

@@ -43,11 +43,7 @@ std::string npy_image(int major, const std::string& dict, const std::string& dat
   return s + h + data;
 }
 
-template <class V>
-std::vector<std::byte> raw(const std::vector<V>& v) {
-  const auto b = std::as_bytes(std::span(v));
-  return {b.begin(), b.end()};
-}
+using yaqa::test::raw;
 
 }  // namespace
 

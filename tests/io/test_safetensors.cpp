@@ -35,11 +35,7 @@ struct sample {
   std::vector<std::byte> bytes;
 };
 
-template <class V>
-std::vector<std::byte> raw(const std::vector<V>& v) {
-  const auto b = std::as_bytes(std::span(v));
-  return {b.begin(), b.end()};
-}
+using yaqa::test::raw;
 
 // One tensor per dtype, with the extreme values of each type; names chosen so that the name
 // order puts odd-sized tensors first (later tensors then start at unaligned offsets).

@@ -7,6 +7,7 @@
 
 #include <linalg/reference_linalg.hpp>
 #include <support/approx.hpp>
+#include <support/text.hpp>
 #include <support/backends.hpp>
 #include <support/generators.hpp>
 #include <yaqa/linalg/block_ldl.hpp>
@@ -16,7 +17,7 @@ using namespace yaqa;
 
 namespace {
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using yaqa::test::contains;
 
 //! Symmetric n x n matrix with eigenvalues `ev` in a random orthogonal basis.
 template <class T>

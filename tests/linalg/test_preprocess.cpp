@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <support/approx.hpp>
+#include <support/text.hpp>
 #include <support/backends.hpp>
 #include <support/generators.hpp>
 #include <yaqa/linalg/preprocess.hpp>
@@ -22,7 +23,7 @@ std::string message_of(E&& f) {
   return "(no exception)";
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using yaqa::test::contains;
 
 }  // namespace
 

@@ -42,14 +42,16 @@ std::vector<yaqa::index> naive_cd(const Q& q, const matrix<typename Q::scalar_ty
   const yaqa::index m = w.rows(), n = w.cols(), g = q.group_cols(n);
   const MatrixXd wd = w.template cast<double>();
   std::vector<yaqa::index> changed;
+  // e = Ŵ - W and its objective, kept equal to what a from-scratch computation gives: a
+  // proposal rewrites its block as (rec - W) elementwise, and a rejection restores it.
+  MatrixXd e = r.weights.template cast<double>() - wd;
+  double before = objective(e, hin, hout);
   for (int s = 0; s < sweeps; ++s) {
     yaqa::index count = 0;
     for (yaqa::index s0 = 0; s0 < n; s0 += bw)
       for (yaqa::index i0 = 0; i0 < m; i0 += br)
         for (yaqa::index j = s0; j < std::min(n, s0 + bw); j += uc)
           for (yaqa::index i = i0; i < std::min(m, i0 + br); i += ur) {
-            MatrixXd e = r.weights.template cast<double>() - wd;
-            const double before = objective(e, hin, hout);
             const MatrixXd ru = hout.middleRows(i, ur) * e * hin.middleCols(j, uc);
             const MatrixXd a = hout.block(i, i, ur, ur), b = hin.block(j, j, uc, uc);
             const MatrixXd step = -(a.completeOrthogonalDecomposition().pseudoInverse() * ru *
@@ -61,13 +63,17 @@ std::vector<yaqa::index> naive_cd(const Q& q, const matrix<typename Q::scalar_ty
                        view(rec), view(code));
             const MatrixXd delta = rec.template cast<double>() - r.weights.block(i, j, ur, uc).template cast<double>();
             if ((delta.array() == 0).all()) continue;
-            e.block(i, j, ur, uc) += delta;
+            const MatrixXd kept = e.block(i, j, ur, uc);
+            e.block(i, j, ur, uc) = rec.template cast<double>() - wd.block(i, j, ur, uc);
             const double after = objective(e, hin, hout);
             const double lin = 2 * delta.cwiseProduct(ru).sum(), quad = delta.cwiseProduct(a * delta * b).sum();
             if (after - before < -1e-10 * (std::abs(lin) + std::abs(quad))) {
               r.weights.block(i, j, ur, uc) = rec;
               r.codes(i / ur, j / uc) = code(0, 0);
+              before = after;
               ++count;
+            } else {
+              e.block(i, j, ur, uc) = kept;
             }
           }
     changed.push_back(count);

@@ -1,0 +1,268 @@
+#pragma once
+//! \file
+//! yaqa-quantize's per-layer step: quantize one planned layer with one quantizer and add its
+//! tensors, metadata and report entry to the output. Included by run.cpp only: its instantiations
+//! (every rounding method, refinement and coordinate descent for every quantizer) are the bulk of
+//! the tool's compile time, paid once in the yaqa_cli library for the tool and its tests. (One
+//! translation unit per quantizer was tried: 500 CPU-s instead of 170, the shared factorization,
+//! Hadamard and proxy code being compiled again in each.)
+#include <iomanip>
+#include <ostream>
+#include <span>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "cli.hpp"
+
+namespace yaqa::cli {
+
+namespace detail {
+
+//! Rethrows the current yaqa::error with `context` prepended, keeping its type.
+[[noreturn]] inline void rethrow_with_context(const std::string& context) {
+  try {
+    throw;
+  } catch (const format_error& e) {
+    throw format_error(context + e.what());
+  } catch (const io_error& e) {
+    throw io_error(context + e.what());
+  } catch (const shape_error& e) {
+    throw shape_error(context + e.what());
+  } catch (const non_finite_error& e) {
+    throw non_finite_error(context + e.what());
+  } catch (const invalid_argument& e) {
+    throw invalid_argument(context + e.what());
+  } catch (const numerical_error& e) {
+    throw numerical_error(context + e.what());
+  } catch (const cuda_error& e) {
+    throw cuda_error(context + e.what());
+  } catch (const error& e) {
+    throw error(context + e.what());
+  }
+}
+
+//! Calls f(q) with the quantizer the options describe.
+template <class F>
+void with_quantizer(const options& o, F&& f) {
+  switch (o.quantizer) {
+    case quantizer_kind::int_grid:
+      return f(int_grid<float>(int_grid_options{.bits = o.bits, .sym = !o.asym, .group_size = o.group_size, .mse = o.mse}));
+    case quantizer_kind::lloyd:
+      return f(lloyd_max_grid<float>(lloyd_max_options{.bits = o.bits, .group_size = o.group_size}));
+    case quantizer_kind::fp4: return f(fp4_e2m1<float>());
+    case quantizer_kind::e8p:
+      if (o.bits == 2) return f(e8p<float>({.group_size = o.group_size}));
+      return f(e8p_rvq<float>({.bits = o.bits, .group_size = o.group_size}));
+    case quantizer_kind::trellis: {
+      trellis_options t = o.trellis;
+      t.threads = o.threads;
+      return f(trellis<float>(t));
+    }
+  }
+}
+
+//! The parameters of every group as one F32 tensor [groups, fields, rows] and the field names.
+template <class P>
+std::pair<std::vector<std::string>, std::vector<float>> params_table(const std::vector<P>& ps, index& rows) {
+  std::vector<float> v;
+  if constexpr (requires(const P& p) { p.zero; }) {
+    rows = ps.empty() ? 0 : index(ps.front().scale.size());
+    for (const P& p : ps) {
+      v.insert(v.end(), p.scale.begin(), p.scale.end());
+      v.insert(v.end(), p.zero.begin(), p.zero.end());
+    }
+    return {{"scale", "zero"}, v};
+  } else if constexpr (requires(const P& p) { p.scale.size(); }) {
+    rows = ps.empty() ? 0 : index(ps.front().scale.size());
+    for (const P& p : ps) v.insert(v.end(), p.scale.begin(), p.scale.end());
+    return {{"scale"}, v};
+  } else {
+    rows = 1;
+    for (const P& p : ps) v.push_back(float(p.scale));
+    return {{"scale"}, v};
+  }
+}
+
+//! Row-major little-endian bytes of an unsigned code matrix.
+template <class C>
+std::vector<std::byte> code_bytes(const matrix<C>& c) {
+  std::vector<std::byte> b(std::size_t(c.size()) * sizeof(C));
+  std::byte* p = b.data();
+  for (index i = 0; i < c.rows(); ++i)
+    for (index j = 0; j < c.cols(); ++j, p += sizeof(C)) yaqa::detail::store_le(p, c(i, j));
+  return b;
+}
+
+//! The codes as one tensor: [rows, cols] little-endian unsigned integers, or for the trellis
+//! [tiles, 32 K] bytes with the tiles in row-major order of the tile grid (to_bytes per tile).
+template <class Q>
+std::pair<std::vector<index>, std::vector<std::byte>> code_tensor(const Q& q, const matrix<typename Q::code_type>& c) {
+  using C = typename Q::code_type;
+  if constexpr (std::is_unsigned_v<C>) {
+    return {{c.rows(), c.cols()}, code_bytes(c)};
+  } else {
+    const index per = q.bytes_per_tile();
+    std::vector<std::byte> b(std::size_t(c.size() * per));
+    std::size_t at = 0;
+    for (index i = 0; i < c.rows(); ++i)
+      for (index j = 0; j < c.cols(); ++j, at += std::size_t(per))
+        q.to_bytes(c(i, j), std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(b.data() + at), std::size_t(per)));
+    return {{c.size(), per}, b};
+  }
+}
+
+
+//! The refinement figures of one layer (relative to the objective's normalizer).
+inline nlohmann::ordered_json refine_json(const refine_report& r) {
+  const double z = r.normalizer > 0 ? r.normalizer : 1.0;
+  nlohmann::ordered_json trace = nlohmann::ordered_json::array();
+  for (const auto& t : r.trace) trace.push_back({{"step", t.step}, {"relative_loss", t.loss / z}, {"d_norm", t.d_norm}});
+  return {{"method", refine_method_name(r.method)},
+          {"pattern", r.pattern},
+          {"lwc", r.lwc},
+          {"rank", r.rank},
+          {"parameters", r.parameters},
+          {"relative_loss_unrefined", r.loss_unrefined / z},
+          {"relative_loss_initial", r.loss_initial / z},
+          {"relative_loss", r.loss / z},
+          {"best_step", r.best_step},
+          {"steps_run", r.steps_run},
+          {"early_stop", r.early_stop},
+          {"d_norm", r.d_norm},
+          {"w_norm", r.w_norm},
+          {"clip_hi_mean", r.clipping.hi_mean},
+          {"clip_hi_min", r.clipping.hi_min},
+          {"clip_lo_mean", r.clipping.lo_mean},
+          {"clip_lo_min", r.clipping.lo_min},
+          {"clipped_fraction", r.clipping.clipped_fraction},
+          {"svd_seconds", r.svd_seconds},
+          {"seconds", r.seconds},
+          {"trace", trace}};
+}
+
+inline std::string fmt(double v, int prec = 4) {
+  std::ostringstream os;
+  os << std::setprecision(prec) << v;
+  return os.str();
+}
+
+}  // namespace detail
+
+namespace detail {
+
+//! Everything write_layer needs from run(): the options, the layer and its factors, and where
+//! the results go.
+struct layer_job {
+  const options& o;
+  const cpu_backend& backend;
+  const rounding_options& ro;
+  const planned_layer& pl;
+  const std::string& name;
+  const matrix<float>& w;
+  const matrix<float>& h_in;
+  const matrix<float>& h_out;  //!< empty: H_out = I
+  safetensors_writer& out;
+  nlohmann::ordered_json& report;  //!< the run's report; write_layer appends to report["layers"]
+  std::ostream& log;
+  std::size_t planned = 0;  //!< layers in the plan (progress line)
+  int done = 0;             //!< layers written so far (incremented here)
+};
+
+//! Quantizes j's layer with q and writes its tensors, metadata and report entry.
+template <class Q>
+void write_layer(const Q& q, layer_job& j) {
+  const options& o = j.o;
+  const index m = j.w.rows(), n = j.w.cols();
+  auto& meta = j.out.metadata();
+  auto res = quantize_layer(j.backend, q, view(j.w), view(j.h_in), view(j.h_out), j.ro);
+  const auto& lr = res.report;
+  j.out.add(j.name, view(std::as_const(res.weights)), dtype::f32);
+  using C = typename std::decay_t<decltype(q)>::code_type;
+  const dtype ct = !std::is_unsigned_v<C> || sizeof(C) == 1 ? dtype::u8 : sizeof(C) == 2 ? dtype::u16 : dtype::u32;
+  auto [code_shape, code_data] = detail::code_tensor(q, res.codes);
+  j.out.add(j.name + ".qcodes", ct, code_shape, std::move(code_data));
+  index prow = 0;
+  auto [fields, values] = detail::params_table(res.params, prow);
+  j.out.add(j.name + ".qparams", {index(res.params.size()), index(fields.size()), prow}, values, dtype::f32);
+  if (!res.group_index.empty()) {
+    std::vector<double> g(res.group_index.begin(), res.group_index.end());
+    j.out.add(j.name + ".qgroup", {index(g.size())}, g, dtype::f32);
+  }
+  nlohmann::ordered_json layer_meta = {
+      {"method", method_name(o.algorithm)},
+      {"quantizer", quantizer_name(o.quantizer)},
+      {"bits", o.bits},
+      {"group_cols", q.group_cols(n)},
+      {"unit", {std::decay_t<decltype(q)>::unit_rows, std::decay_t<decltype(q)>::unit_cols}},
+      {"qparams_fields", fields},
+      {"rotated", res.rotated},
+      {"qcodes_layout", std::is_unsigned_v<typename std::decay_t<decltype(q)>::code_type>
+                            ? "one code per unit, [unit rows, unit cols] row-major"
+                            : "one bitstream per 16x16 tile, [tiles (tile-grid row-major), 32 K bytes]"},
+      {"feedback", lr.feedback}};
+  if constexpr (requires { q.v(); })
+    layer_meta["trellis"] = {{"l", o.trellis.l}, {"k", o.trellis.k}, {"v", q.v()}, {"code", to_string(o.trellis.code)},
+                             {"bytes_per_tile", q.bytes_per_tile()}};
+  if (o.algorithm == method::gptq) {
+    layer_meta["act_order"] = o.act_order;
+    layer_meta["static_groups"] = o.static_groups;
+  }
+  if (res.rotated) {
+    layer_meta["seed_in"] = std::to_string(res.seed_in);
+    layer_meta["seed_out"] = std::to_string(res.seed_out);
+    layer_meta["transform_in"] = res.transform_in;
+    layer_meta["transform_out"] = res.transform_out;
+    layer_meta["basis"] = "qcodes/qparams quantize U_out^T W U_in; " + j.name + " = U_out Q U_in^T";
+  }
+  if (o.refine.enabled())
+    layer_meta["refine"] = {{"method", refine_method_name(lr.refine.method)}, {"pattern", lr.refine.pattern},
+                            {"lwc", lr.refine.lwc}, {"best_step", lr.refine.best_step}};
+  meta["yaqa.layer." + j.name] = layer_meta.dump();
+
+  nlohmann::ordered_json times = nlohmann::ordered_json::object();
+  for (const auto& st : lr.times) times[st.stage] = st.seconds;
+  j.report["layers"].push_back({{"name", j.name},
+                           {"shape", {m, n}},
+                           {"method", method_name(lr.algorithm)},
+                           {"h_in", std::string(j.pl.hessians.h_in->name)},
+                           {"h_out", j.pl.hessians.h_out ? std::string(j.pl.hessians.h_out->name) : std::string()},
+                           {"relative_proxy", lr.relative_proxy},
+                           {"relative_proxy_one_sided", lr.relative_proxy_one_sided},
+                           {"rtn_relative_proxy", lr.baseline_relative_proxy},
+                           {"damp_in", lr.damp_in},
+                           {"damp_out", lr.damp_out},
+                           {"attempts_in", lr.attempts_in},
+                           {"attempts_out", lr.attempts_out},
+                           {"feedback", lr.feedback},
+                           {"fallback_reason", lr.fallback_reason},
+                           {"dead_inputs", lr.in.dead.size()},
+                           {"dead_outputs", lr.out.dead.size()},
+                           {"h_in_replaced_by_identity", lr.in.replaced_by_identity},
+                           {"h_out_replaced_by_identity", lr.out.replaced_by_identity},
+                           {"seconds", lr.seconds},
+                           {"stages", times}});
+  if (o.refine.enabled()) j.report["layers"].back()["refine"] = detail::refine_json(lr.refine);
+  if (lr.cd_sweeps_run > 0)
+    j.report["layers"].back()["cd"] = {{"sweeps", lr.cd_sweeps_run},
+                                  {"units_changed", lr.cd_units_changed},
+                                  {"relative_proxy_before", lr.cd_relative_proxy_before},
+                                  {"relative_proxy_after", lr.cd_relative_proxy_after}};
+  ++j.done;
+  if (!o.quiet) {
+    j.log << "[" << j.done << "/" << j.planned << "] " << j.name << " [" << m << "x" << n << "] "
+        << method_name(lr.algorithm) << " proxy " << detail::fmt(lr.relative_proxy) << " (rtn "
+        << detail::fmt(lr.baseline_relative_proxy) << ") damp " << detail::fmt(lr.damp_in, 3) << "/"
+        << detail::fmt(lr.damp_out, 3) << (lr.feedback ? "" : " NO FEEDBACK: " + lr.fallback_reason)
+        << (o.refine.enabled() ? " refine " + detail::fmt(lr.refine.loss_unrefined / lr.refine.normalizer) + " -> " +
+                                     detail::fmt(lr.refine.loss / lr.refine.normalizer)
+                               : std::string())
+        << " "
+        << std::fixed << std::setprecision(2) << lr.seconds << " s" << std::defaultfloat << std::endl;
+  }
+}
+
+}  // namespace detail
+}  // namespace yaqa::cli
