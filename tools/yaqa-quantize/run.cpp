@@ -67,7 +67,6 @@ run_summary run(const options& o, std::ostream& log) {
   rep["layers"] = nlohmann::ordered_json::array();
 
   std::vector<std::string> quantized;
-  int k = 0;
   for (const planned_layer& pl : plan) {
     const tensor_view& wt = *pl.weight;
     const std::string name(wt.name);
@@ -79,9 +78,8 @@ run_summary run(const options& o, std::ostream& log) {
       const matrix<float> h_in = to_symmetric_matrix<float>(*pl.hessians.h_in, n);
       const matrix<float> h_out = pl.hessians.h_out ? to_symmetric_matrix<float>(*pl.hessians.h_out, m) : matrix<float>();
 
-      detail::layer_job job{o, backend, ro, pl, name, w, h_in, h_out, out, rep, log, plan.size(), k};
+      detail::layer_job job{o, backend, ro, pl, name, w, h_in, h_out, out, rep, log, quantized.size() + 1, plan.size()};
       detail::with_quantizer(o, [&](const auto& q) { detail::write_layer(q, job); });
-      k = job.done;
     } catch (const yaqa::error&) {
       detail::rethrow_with_context(context);
     }

@@ -167,8 +167,8 @@ struct layer_job {
   safetensors_writer& out;
   nlohmann::ordered_json& report;  //!< the run's report; write_layer appends to report["layers"]
   std::ostream& log;
-  std::size_t planned = 0;  //!< layers in the plan (progress line)
-  int done = 0;             //!< layers written so far (incremented here)
+  std::size_t position = 0;  //!< 1-based place of this layer in the plan (progress line)
+  std::size_t planned = 0;   //!< layers in the plan
 };
 
 //! Quantizes j's layer with q and writes its tensors, metadata and report entry.
@@ -250,9 +250,8 @@ void write_layer(const Q& q, layer_job& j) {
                                   {"units_changed", lr.cd_units_changed},
                                   {"relative_proxy_before", lr.cd_relative_proxy_before},
                                   {"relative_proxy_after", lr.cd_relative_proxy_after}};
-  ++j.done;
   if (!o.quiet) {
-    j.log << "[" << j.done << "/" << j.planned << "] " << j.name << " [" << m << "x" << n << "] "
+    j.log << "[" << j.position << "/" << j.planned << "] " << j.name << " [" << m << "x" << n << "] "
         << method_name(lr.algorithm) << " proxy " << detail::fmt(lr.relative_proxy) << " (rtn "
         << detail::fmt(lr.baseline_relative_proxy) << ") damp " << detail::fmt(lr.damp_in, 3) << "/"
         << detail::fmt(lr.damp_out, 3) << (lr.feedback ? "" : " NO FEEDBACK: " + lr.fallback_reason)
