@@ -44,3 +44,5 @@ void BM_gemm_backend(benchmark::State& state) {
 BENCHMARK_TEMPLATE(BM_gemm_eigen, float)->Arg(256)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_gemm_eigen, double)->Arg(256)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_gemm_backend, float)->Arg(256)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond)->UseRealTime();
+// The fp64 rate the factorization floors use (bench/cli_floor.py).
+BENCHMARK_TEMPLATE(BM_gemm_backend, double)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();

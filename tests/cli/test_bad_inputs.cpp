@@ -129,7 +129,7 @@ TEST_CASE("bad input: indefinite, singular and all-zero Hessians are damped or r
       m["H_in"] = es.eigenvectors() * ev.asDiagonal() * es.eigenvectors().transpose();
       m["H_in"] = ((m["H_in"] + m["H_in"].transpose()) * 0.5f).eval();
     });
-    const auto r = cli_report(dir, {"--method", "yaqa"});
+    const auto r = cli_report(dir, {"--method", "yaqa", "--rtn-baseline"});
     CHECK(r["feedback"].get<bool>());
     CHECK(r["attempts_in"].get<int>() > 1);
     CHECK(r["damp_in"].get<double>() > 0.01);
@@ -201,7 +201,7 @@ TEST_CASE("bad input: dimensions with no Hadamard matrix use a seeded orthogonal
   h.add(std::string(kName) + ".H_out", ((hout + hout.transpose()) * 0.5f).eval());
   w.write(dir / "W.safetensors");
   h.write(dir / "H.safetensors");
-  const auto r = cli_report(dir, {"--method", "yaqa"});
+  const auto r = cli_report(dir, {"--method", "yaqa", "--rtn-baseline"});
   CHECK(r["relative_proxy"].get<double>() < r["rtn_relative_proxy"].get<double>());
   const safetensors_file q(dir / "Q.safetensors");
   const auto meta = nlohmann::json::parse(q.metadata().at(std::string("yaqa.layer.") + kName));

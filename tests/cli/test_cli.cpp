@@ -456,7 +456,7 @@ TEST_CASE("run: report JSON; YAQA's proxy is below RTN's on every layer", "[cli]
   temp_dir dir;
   write_cli_model(dir.path());
   std::ostringstream log;
-  (void)cli::run(cli_parse(cli_args(dir.path(), {"--method", "yaqa", "--bits", "2", "--report",
+  (void)cli::run(cli_parse(cli_args(dir.path(), {"--method", "yaqa", "--bits", "2", "--rtn-baseline", "--report",
                                                  (dir / "r.json").string()})),
                  log);
   CHECK(log.str().empty());  // --quiet

@@ -34,6 +34,8 @@ template <class T>
 void check_structure(const ldl_factors<T>& f, yaqa::index n, yaqa::index b) {
   REQUIRE(f.L.rows() == n);
   REQUIRE(f.D.rows() == n);
+  REQUIRE(f.D.block_count() == (n + b - 1) / b);
+  const matrix<T> D = f.D.dense();
   CHECK(f.block == b);
   CHECK(f.L.allFinite());
   CHECK(f.D.allFinite());
@@ -42,21 +44,22 @@ void check_structure(const ldl_factors<T>& f, yaqa::index n, yaqa::index b) {
     const yaqa::index s = j / b * b, e = std::min(n, s + b);
     for (yaqa::index i = 0; i < e; ++i) l_ok = l_ok && f.L(i, j) == (i == j ? T(1) : T(0));
     for (yaqa::index i = 0; i < n; ++i)
-      if (i < s || i >= e) d_ok = d_ok && f.D(i, j) == T(0);
+      d_ok = d_ok && (i < s || i >= e ? D(i, j) == T(0) : D(i, j) == f.D(i, j));
   }
   CHECK(l_ok);
   CHECK(d_ok);
-  CHECK(f.D == f.D.transpose());
+  CHECK(D == D.transpose());
   for (yaqa::index s = 0; s < n; s += b) {
     const yaqa::index bs = std::min(b, n - s);
-    const Eigen::MatrixXd dk = f.D.block(s, s, bs, bs).template cast<double>();
+    REQUIRE(f.D[s / b].rows() == bs);
+    const Eigen::MatrixXd dk = f.D[s / b].template cast<double>();
     CHECK(Eigen::LLT<Eigen::MatrixXd>(dk).info() == Eigen::Success);
   }
 }
 
 template <class T>
 Eigen::MatrixXd reconstruct(const ldl_factors<T>& f) {
-  const Eigen::MatrixXd l = f.L.template cast<double>(), d = f.D.template cast<double>();
+  const Eigen::MatrixXd l = f.L.template cast<double>(), d = f.D.dense().template cast<double>();
   return l * d * l.transpose();
 }
 
@@ -77,7 +80,7 @@ TEMPLATE_LIST_TEST_CASE("block_ldl matches the naive block LDL recurrence", "[li
       const auto [l_ref, d_ref] = test::naive_block_ldl(hd, b);
       const double tol = sizeof(T) == 4 ? 2e-6 : 1e-11;
       CHECK_THAT(Eigen::MatrixXd(r->L.template cast<double>()), test::IsClose(l_ref, tol));
-      CHECK_THAT(Eigen::MatrixXd(r->D.template cast<double>()), test::IsClose(d_ref, tol));
+      CHECK_THAT(Eigen::MatrixXd(r->D.dense().template cast<double>()), test::IsClose(d_ref, tol));
     }
   }
 }
@@ -113,7 +116,7 @@ TEST_CASE("block_ldl: the last block is the remainder; b >= n gives L = I, D = H
     auto one = block_ldl(view(h), b);
     REQUIRE(one.has_value());
     CHECK(one->L == matrix<double>::Identity(n, n));
-    CHECK_THAT(Eigen::MatrixXd(one->D), test::IsClose(h, 1e-15));
+    CHECK_THAT(Eigen::MatrixXd(one->D.dense()), test::IsClose(h, 1e-15));
   }
   auto empty = block_ldl(view(matrix<double>(0, 0)), 4);
   REQUIRE(empty.has_value());
@@ -333,4 +336,40 @@ TEMPLATE_LIST_TEST_CASE("gptq_inverse_factor: U^T U = (H + damp I)^-1, U upper w
   CHECK(rs.error().attempts == 26);
   CHECK(contains(rs.error().reason, "yaqa::gptq_inverse_factor"));
   CHECK(contains(rs.error().reason, "37x37"));
+}
+
+TEST_CASE("damped_block_ldl_in_place: the same factors bit for bit, H restored on failure",
+          "[linalg][ldl][in_place]") {
+  for (yaqa::index n : {37, 130, 300}) {
+    Eigen::VectorXd ev = Eigen::VectorXd::LinSpaced(n, -0.05, 2.0);
+    ev(0) = -0.025 * ev.mean();  // first attempts fail: the retries must reload H from the upper triangle
+    Eigen::VectorXd hopeless = Eigen::VectorXd::LinSpaced(n, 0.5, 2.0);
+    hopeless(3) = -5.0 * hopeless.mean();
+    const matrix<double> spd = test::random_second_moment<double>(n, 3 * n, 40 + n);
+    const matrix<double> indefinite = with_spectrum<double>(ev, 41), strong = with_spectrum<double>(hopeless, 42);
+    for (const matrix<double>* h : {&spd, &indefinite, &strong})
+      for (yaqa::index b : {16, 7})
+        for (int t : {1, 2}) {
+          INFO("n " << n << " block " << b << " threads " << t);
+          const cpu_backend be{t};
+          const auto ref = damped_block_ldl(be, view(*h), b);
+          // the copy path reads only the lower triangle: make the in-place input's upper differ
+          matrix<double> work = *h;
+          work.triangularView<Eigen::StrictlyUpper>().setConstant(12345.0);
+          const auto got = damped_block_ldl_in_place(be, work, b);
+          REQUIRE(got.has_value() == ref.has_value());
+          if (ref) {
+            CHECK(got->L == ref->L);
+            CHECK(got->D == ref->D);
+            CHECK(got->damp == ref->damp);
+            CHECK(got->attempts == ref->attempts);
+            CHECK(work.size() == 0);  // consumed
+          } else {
+            CHECK(got.error().reason == ref.error().reason);
+            matrix<double> sym = *h;
+            sym.triangularView<Eigen::StrictlyUpper>() = sym.transpose();
+            CHECK(work == sym);  // H again: lower triangle mirrored, diagonal undamped
+          }
+        }
+  }
 }

@@ -223,3 +223,98 @@ TEST_CASE("quantize_layer's cd_sweeps lowers relative_proxy", "[rounding][layer]
   CHECK_THROWS_WITH(quantize_layer(q, view(p.w), view(p.h_in), view(p.h_out), bad),
                     Catch::Contains("'cd_sweeps'"));
 }
+
+namespace {
+//! The report's two relative proxies computed naively in double in the original basis (both are
+//! invariant under the orthogonal transforms): tr(dW H_d dW^T H_o,d) / tr(W H_d W^T H_o,d).
+template <class T>
+std::pair<double, double> naive_report(const layer_problem<T>& p, bool with_out, const matrix<T>& what,
+                                       const layer_report& rep) {
+  const yaqa::index m = p.w.rows();
+  matrix<double> hin = p.h_in.template cast<double>();
+  matrix<double> hout = matrix<double>::Identity(m, m);
+  normalize_factor(view(hin), "H_in");
+  if (with_out) {
+    hout = p.h_out.template cast<double>();
+    normalize_factor(view(hout), "H_out");
+  }
+  hin.diagonal().array() += rep.damp_in;
+  if (rep.algorithm == method::yaqa) hout.diagonal().array() += rep.damp_out;
+  const matrix<double> w = p.w.template cast<double>();
+  const matrix<double> dw = w - what.template cast<double>();
+  const double two = (dw * hin * dw.transpose() * hout).trace() / (w * hin * w.transpose() * hout).trace();
+  const double one = (dw * hin * dw.transpose()).trace() / (w * hin * w.transpose()).trace();
+  return {two, one};
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("quantize_layer's report (residual, GPTQ loss and Gram routes) equals the exact traces",
+                   "[rounding][layer][report]", float, double) {
+  using T = TestType;
+  const auto p = make_layer<T>(48, 80, 21);
+  int_grid<T> q(int_grid_options{.bits = 3});
+  // float: the products run in float (as the two-GEMM report did); double: rounding noise only
+  const double tol = sizeof(T) == 4 ? 2e-4 : 1e-9;
+  for (auto a : {method::rtn, method::gptq, method::ldlq, method::yaqa})
+    for (bool with_out : {true, false})
+      for (bool rht : {false, true})
+        for (int variant = 0; variant < 4; ++variant) {  // plain, act-order/CD, refined grid, W' handover
+          if (variant >= 2 && a == method::rtn) continue;
+          rounding_options o;
+          o.algorithm = a;
+          o.incoherence = rht;
+          o.seed = 5;
+          o.report_baseline = true;
+          if (variant == 1) {
+            o.act_order = a == method::gptq;
+            o.cd_sweeps = a == method::gptq ? 0 : 1;
+          }
+          if (variant >= 2) {
+            o.refine.method = refine_method::lsi;
+            o.refine.lwc = true;
+            o.refine.steps = 3;
+            if (variant == 3) o.refine.handover = refine_handover::weights;
+          }
+          const auto r = quantize_layer(q, view(p.w), view(p.h_in), with_out ? view(p.h_out) : matrix_view<const T>{}, o);
+          const auto [two, one] = naive_report(p, with_out, r.weights, r.report);
+          INFO(method_name(a) << " H_out " << with_out << " rht " << rht << " variant " << variant);
+          REQUIRE(r.report.feedback);
+          CHECK(r.report.relative_proxy == Approx(two).epsilon(tol));
+          CHECK(r.report.relative_proxy_one_sided == Approx(one).epsilon(tol));
+          // the baseline: RTN's weights (same transform, same grid) under this method's damped factors
+          if (variant == 0) {
+            rounding_options ro = o;
+            ro.algorithm = method::rtn;
+            const auto rr = quantize_layer(q, view(p.w), view(p.h_in), with_out ? view(p.h_out) : matrix_view<const T>{}, ro);
+            CHECK(r.report.baseline_relative_proxy == Approx(naive_report(p, with_out, rr.weights, r.report).first).epsilon(tol));
+            if (a == method::rtn) CHECK(r.report.baseline_relative_proxy == r.report.relative_proxy);
+            if (a != method::rtn) CHECK(r.report.baseline_relative_proxy > r.report.relative_proxy);
+          }
+        }
+}
+
+TEMPLATE_TEST_CASE("quantize_layer's report without feedback (a hopeless H_out or H_in) equals the exact traces",
+                   "[rounding][layer][report]", float, double) {
+  using T = TestType;
+  auto p = make_layer<T>(48, 80, 31);
+  int_grid<T> q(int_grid_options{.bits = 3});
+  const double tol = sizeof(T) == 4 ? 2e-4 : 1e-9;
+  for (bool bad_out : {true, false}) {
+    layer_problem<T> b = p;
+    matrix<T>& h = bad_out ? b.h_out : b.h_in;
+    // strongly indefinite: every damp fails
+    h = (-h).eval();
+    h.diagonal() = h.diagonal().cwiseAbs();
+    h(1, 1) = T(1e-3) * h(1, 1);
+    h(1, 0) = h(0, 1) = T(20) * h(0, 0);
+    rounding_options o;
+    o.incoherence = false;
+    const auto r = quantize_layer(q, view(b.w), view(b.h_in), view(b.h_out), o);
+    INFO("bad " << (bad_out ? "H_out" : "H_in") << ": " << r.report.fallback_reason);
+    REQUIRE_FALSE(r.report.feedback);
+    CHECK(r.weights == rtn(q, view(b.w)).weights);
+    const auto [two, one] = naive_report(b, true, r.weights, r.report);
+    CHECK(r.report.relative_proxy == Approx(two).epsilon(tol));
+    CHECK(r.report.relative_proxy_one_sided == Approx(one).epsilon(tol));
+  }
+}

@@ -69,6 +69,7 @@ struct options {
   std::string report;    //!< JSON report path; empty: none
   std::string only;      //!< ECMAScript regex searched in weight names; empty: all
   bool quiet = false;
+  bool rtn_baseline = false;  //!< --rtn-baseline: also measure RTN's proxy per layer (report "rtn_relative_proxy")
   index cd_sweeps = 0;        //!< --cd-sweeps: coordinate-descent sweeps after rounding
   trellis_options trellis{};  //!< --trellis L,K,V,CODE (K is --bits)
   refine_options refine{};  //!< --refine, --sde-pattern, --lwc, --refine-steps, --refine-lr, --refine-lambda
@@ -279,6 +280,9 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
   app.add_option("--report", o.report, "Write the per-layer report as JSON to this file");
   app.add_option("--only", o.only, "Quantize only weights whose name matches this regex (searched, ECMAScript)");
   app.add_flag("-q,--quiet", o.quiet, "No progress lines on stderr");
+  app.add_flag("--rtn-baseline", o.rtn_baseline,
+               "Also measure round-to-nearest's proxy per layer (report: rtn_relative_proxy; costs about one GEMM pair "
+               "per layer)");
   app.add_option("--cd-sweeps", o.cd_sweeps,
                  "Coordinate-descent sweeps after rounding (QuantEase-style, monotone on the proxy); 0 = off")
       ->capture_default_str();

@@ -32,6 +32,7 @@ run_summary run(const options& o, std::ostream& log) {
   ro.static_groups = o.static_groups;
   ro.refine = o.refine;
   ro.cd_sweeps = o.cd_sweeps;
+  ro.report_baseline = o.rtn_baseline;
   const cpu_backend backend{o.threads};
 
   safetensors_writer out;
@@ -60,7 +61,7 @@ run_summary run(const options& o, std::ostream& log) {
                     {"threads", backend.thread_count()}, {"only", o.only},
                     {"trellis", o.quantizer == quantizer_kind::trellis
                                     ? concat_trellis(o.trellis) : std::string()},
-                    {"cd_sweeps", o.cd_sweeps},
+                    {"cd_sweeps", o.cd_sweeps}, {"rtn_baseline", o.rtn_baseline},
                     {"refine", refine_method_name(o.refine.method)}, {"sde_pattern", to_string(o.refine.pattern)},
                     {"lwc", o.refine.lwc}, {"refine_steps", o.refine.steps}, {"refine_lr", o.refine.lr},
                     {"refine_lambda", o.refine.lambda}};

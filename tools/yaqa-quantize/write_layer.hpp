@@ -231,7 +231,8 @@ void write_layer(const Q& q, layer_job& j) {
                            {"h_out", j.pl.hessians.h_out ? std::string(j.pl.hessians.h_out->name) : std::string()},
                            {"relative_proxy", lr.relative_proxy},
                            {"relative_proxy_one_sided", lr.relative_proxy_one_sided},
-                           {"rtn_relative_proxy", lr.baseline_relative_proxy},
+                           {"rtn_relative_proxy", o.rtn_baseline ? nlohmann::ordered_json(lr.baseline_relative_proxy)
+                                                                 : nlohmann::ordered_json(nullptr)},
                            {"damp_in", lr.damp_in},
                            {"damp_out", lr.damp_out},
                            {"attempts_in", lr.attempts_in},
@@ -252,8 +253,8 @@ void write_layer(const Q& q, layer_job& j) {
                                   {"relative_proxy_after", lr.cd_relative_proxy_after}};
   if (!o.quiet) {
     j.log << "[" << j.position << "/" << j.planned << "] " << j.name << " [" << m << "x" << n << "] "
-        << method_name(lr.algorithm) << " proxy " << detail::fmt(lr.relative_proxy) << " (rtn "
-        << detail::fmt(lr.baseline_relative_proxy) << ") damp " << detail::fmt(lr.damp_in, 3) << "/"
+        << method_name(lr.algorithm) << " proxy " << detail::fmt(lr.relative_proxy)
+        << (o.rtn_baseline ? " (rtn " + detail::fmt(lr.baseline_relative_proxy) + ")" : std::string()) << " damp " << detail::fmt(lr.damp_in, 3) << "/"
         << detail::fmt(lr.damp_out, 3) << (lr.feedback ? "" : " NO FEEDBACK: " + lr.fallback_reason)
         << (o.refine.enabled() ? " refine " + detail::fmt(lr.refine.loss_unrefined / lr.refine.normalizer) + " -> " +
                                      detail::fmt(lr.refine.loss / lr.refine.normalizer)

@@ -6,7 +6,8 @@
 //! I) and D block diagonal. Computed from the lower Cholesky factor H = C C^T:
 //!     D_k = C_kk C_kk^T,   L = C blockdiag(C_kk)^{-1}   (diagonal blocks forced to exactly I).
 //! Cost: n^3/3 (Cholesky) + n^2 b / 2 (forming L) + n b^2 (forming D). Memory: the n x n fp64
-//! work matrix (it becomes L for double input) plus the outputs L and D in T.
+//! work matrix (it becomes L for double input) plus the outputs L (n x n) and D (its n b block
+//! entries, block_diagonal.hpp) in T.
 //!
 //! Block size rule: any b >= 1. Blocks are [0, b), [b, 2b), ...; when b does not divide n the LAST
 //! block is the remainder (n mod b). b >= n gives one block (L = I, D = H). b <= 0 throws
@@ -22,6 +23,7 @@
 //! options: invalid_argument).
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -34,6 +36,7 @@
 #include <yaqa/core/error.hpp>
 #include <yaqa/core/matrix_view.hpp>
 #include <yaqa/core/result.hpp>
+#include <yaqa/linalg/block_diagonal.hpp>
 #include <yaqa/linalg/damping.hpp>
 
 namespace yaqa {
@@ -42,7 +45,7 @@ namespace yaqa {
 template <Scalar T>
 struct ldl_factors {
   matrix<T> L;        //!< n x n unit block-lower-triangular (diagonal blocks exactly I)
-  matrix<T> D;        //!< n x n block diagonal (only the diagonal b x b blocks are non-zero)
+  block_diagonal<T> D;  //!< n x n block diagonal, stored as its b x b diagonal blocks
   index block = 1;    //!< b; the last block has n mod b rows when b does not divide n
   double damp = 0;    //!< absolute amount added to the diagonal of the input H
   int attempts = 1;   //!< factorization attempts (1 = no retry; 0 for an empty matrix)
@@ -159,15 +162,14 @@ inline index form_block_ldl(const cpu_backend& cb, matrix<double>& a, std::vecto
       ckk[static_cast<std::size_t>(k)].triangularView<Eigen::Lower>().solveInPlace<Eigen::OnTheRight>(blk);
     }
   });
-  // Diagonal blocks -> I, strict upper -> 0; check what is left for NaN/Inf.
+  // Check L below the diagonal blocks for NaN/Inf (nothing above it is written: an in-place
+  // factorization keeps its copy of H in the strict upper triangle until the ladder succeeds).
   const index w = chunk_width(n);
   std::vector<char> ok(static_cast<std::size_t>((n + w - 1) / w), 1);
   parallel_chunks(cb, n, w, [&](index c0, index cw) {
     bool good = true;
     for (index j = c0; j < c0 + cw; ++j) {
       const index e = std::min(n, (j / block + 1) * block);
-      a.col(j).head(e).setZero();
-      a(j, j) = 1.0;
       good = good && a.col(j).tail(n - e).allFinite();
     }
     ok[static_cast<std::size_t>(c0 / w)] = good;
@@ -175,6 +177,37 @@ inline index form_block_ldl(const cpu_backend& cb, matrix<double>& a, std::vecto
   for (char g : ok)
     if (!g) return -1;
   return 0;
+}
+
+//! After form_block_ldl succeeded: diagonal blocks -> I, strict upper triangle -> 0.
+inline void finish_block_ldl(const cpu_backend& cb, matrix<double>& a, index block) {
+  const index n = a.rows();
+  parallel_chunks(cb, n, chunk_width(n), [&](index c0, index cw) {
+    for (index j = c0; j < c0 + cw; ++j) {
+      const index e = std::min(n, (j / block + 1) * block);
+      a.col(j).head(e).setZero();
+      a(j, j) = 1.0;
+    }
+  });
+}
+
+//! Copies the strict lower triangle of `a` onto the strict upper one (to_upper) or back, in
+//! 64-column strips (each strip's pairs touch only its own rows of the target triangle).
+inline void mirror_triangle(const cpu_backend& cb, matrix<double>& a, bool to_upper) {
+  const index n = a.rows();
+  constexpr index t = 64;
+  parallel_chunks(cb, n, t, [&](index j0, index jw) {
+    for (index i0 = j0; i0 < n; i0 += t) {
+      const index i1 = std::min(n, i0 + t);
+      for (index j = j0; j < j0 + jw; ++j)
+        for (index i = std::max(i0, j + 1); i < i1; ++i) {
+          if (to_upper)
+            a(j, i) = a(i, j);
+          else
+            a(i, j) = a(j, i);
+        }
+    }
+  });
 }
 
 //! x <- K^{-1} for lower-triangular K (fp64), n^3/3 flops: column chunk [c0, c0 + w) of K^{-1} is
@@ -231,47 +264,109 @@ inline failure ladder_failure(const char* what, index n, const ladder_outcome& o
                  o.failed_column, o.damp, o.attempts};
 }
 
+//! The damping ladder over the work matrix `a`: `reload(damp, attempt)` puts the lower triangle
+//! of H + damp I into `a`, then Cholesky and the block LDL are formed there.
+template <class B, class Reload>
+ladder_outcome ldl_ladder(const B& b, const cpu_backend& cb, matrix<double>& a, index block,
+                          const std::vector<double>& schedule, std::vector<matrix<double>>& dblocks, Reload&& reload) {
+  const index n = a.rows();
+  int attempt = 0;
+  return run_ladder(schedule, [&](double damp) -> index {
+    reload(damp, attempt++);
+    const index info = backend_ops<B>::potrf_lower(b, matrix_view<double>(a.data(), n, n, n));
+    if (info != 0) return info;
+    return form_block_ldl(cb, a, dblocks, block);
+  });
+}
+
+template <class T>
+ldl_factors<T> make_factors(matrix<double>&& a, std::vector<matrix<double>>&& dblocks, index block,
+                            const ladder_outcome& o) {
+  const index n = a.rows();
+  ldl_factors<T> f;
+  if constexpr (std::is_same_v<T, double>)
+    f.L = std::move(a);
+  else
+    f.L = a.cast<T>();
+  std::vector<matrix<T>> dk(dblocks.size());
+  for (std::size_t k = 0; k < dblocks.size(); ++k) {
+    if constexpr (std::is_same_v<T, double>)
+      dk[k] = std::move(dblocks[k]);
+    else
+      dk[k] = dblocks[k].cast<T>();
+  }
+  f.D = block_diagonal<T>(n, block, std::move(dk));
+  f.block = block;
+  f.damp = o.damp;
+  f.attempts = o.attempts;
+  return f;
+}
+
+//! Shared argument checks and the schedule; returns a failure (or an empty success) to return
+//! early, or nullopt to go on.
 template <class B, class T>
-result<ldl_factors<T>> block_ldl_impl(const B& b, matrix_view<const T> h, index block,
-                                      const damping_options* opts, const char* what) {
+std::optional<result<ldl_factors<T>>> ldl_prologue(matrix_view<const T> h, index block, const damping_options* opts,
+                                                   const char* what, std::vector<double>& schedule, factor_scan& st) {
   check_host_backend<B>();
   detail::require<shape_error>(h.rows == h.cols, what, ": argument 'H' must be square, got ", h.rows,
                                "x", h.cols);
   detail::require(block >= 1, what, ": argument 'block' must be >= 1, got ", block);
   if (opts) check_damping_options(what, *opts);
   const index n = h.rows;
-  if (n == 0) return ldl_factors<T>{matrix<T>(0, 0), matrix<T>(0, 0), block, 0.0, 0};
-  const factor_scan st = scan_factor(h);
-  if (!st.finite) return non_finite_input<T>(what, st, n);
-  std::vector<double> schedule{0.0};
+  if (n == 0) return ldl_factors<T>{matrix<T>(0, 0), block_diagonal<T>(0, block, {}), block, 0.0, 0};
+  st = scan_factor(h);
+  if (!st.finite) return result<ldl_factors<T>>(non_finite_input<T>(what, st, n));
+  schedule = {0.0};
   if (opts) {
-    if (!(st.mean_diag > 0)) return no_scale(what, st, n);
+    if (!(st.mean_diag > 0)) return result<ldl_factors<T>>(no_scale(what, st, n));
     schedule = damping_schedule(st.mean_diag, st.max_abs_diag, *opts);
   }
+  return std::nullopt;
+}
+
+template <class B, class T>
+result<ldl_factors<T>> block_ldl_impl(const B& b, matrix_view<const T> h, index block,
+                                      const damping_options* opts, const char* what) {
+  std::vector<double> schedule;
+  factor_scan st;
+  if (auto early = ldl_prologue<B>(h, block, opts, what, schedule, st)) return std::move(*early);
+  const index n = h.rows;
   const cpu_backend cb = host_loops(b);
   matrix<double> a(n, n);
   std::vector<matrix<double>> dblocks;
-  const ladder_outcome o = run_ladder(schedule, [&](double damp) -> index {
-    load_damped(cb, h, a, damp, false);
-    const index info = backend_ops<B>::potrf_lower(b, matrix_view<double>(a.data(), n, n, n));
-    if (info != 0) return info;
-    return form_block_ldl(cb, a, dblocks, block);
-  });
+  const ladder_outcome o =
+      ldl_ladder(b, cb, a, block, schedule, dblocks, [&](double damp, int) { load_damped(cb, h, a, damp, false); });
   if (!o.ok) return ladder_failure(what, n, o, st.mean_diag, opts != nullptr);
-  ldl_factors<T> f;
-  if constexpr (std::is_same_v<T, double>)
-    f.L = std::move(a);
-  else
-    f.L = a.cast<T>();
-  f.D.setZero(n, n);
-  for (std::size_t k = 0; k < dblocks.size(); ++k) {
-    const index s = index(k) * block;
-    f.D.block(s, s, dblocks[k].rows(), dblocks[k].cols()) = dblocks[k].cast<T>();
+  finish_block_ldl(cb, a, block);
+  return make_factors<T>(std::move(a), std::move(dblocks), block, o);
+}
+
+//! In place: `h` (symmetric; its lower triangle is what counts) is the work matrix. Its strict
+//! upper triangle keeps H for the retries and its diagonal is saved; on failure h is restored.
+template <class B>
+result<ldl_factors<double>> block_ldl_in_place_impl(const B& b, matrix<double>& h, index block,
+                                                    const damping_options* opts, const char* what) {
+  std::vector<double> schedule;
+  factor_scan st;
+  if (auto early = ldl_prologue<B>(matrix_view<const double>(h.data(), h.rows(), h.cols(), std::max<index>(1, h.rows())),
+                                   block, opts, what, schedule, st))
+    return std::move(*early);
+  const index n = h.rows();
+  const cpu_backend cb = host_loops(b);
+  mirror_triangle(cb, h, true);  // upper := lower: every attempt reads the lower triangle, as load_damped does
+  const vector<double> diag = h.diagonal();
+  std::vector<matrix<double>> dblocks;
+  const ladder_outcome o = ldl_ladder(b, cb, h, block, schedule, dblocks, [&](double damp, int attempt) {
+    if (attempt > 0) mirror_triangle(cb, h, false);
+    h.diagonal() = diag.array() + damp;
+  });
+  if (!o.ok) {
+    mirror_triangle(cb, h, false);
+    h.diagonal() = diag;
+    return ladder_failure(what, n, o, st.mean_diag, opts != nullptr);
   }
-  f.block = block;
-  f.damp = o.damp;
-  f.attempts = o.attempts;
-  return f;
+  finish_block_ldl(cb, h, block);
+  return make_factors<double>(std::move(h), std::move(dblocks), block, o);
 }
 
 }  // namespace detail
@@ -322,6 +417,18 @@ template <Scalar T>
 result<ldl_factors<T>> damped_block_ldl(matrix_view<T> h, index block,
                                         const damping_options& opts = {}) {
   return damped_block_ldl(default_backend{}, matrix_view<const T>(h), block, opts);
+}
+
+//! damped_block_ldl on a matrix it may overwrite: no second n x n fp64 copy (at n = 28672 that
+//! copy is 6.6 GB). On success `h` is consumed (its storage becomes L) and left empty; on failure
+//! it holds H again (exactly as given: its lower triangle mirrored, the diagonal undamped). Same
+//! factors, bit for bit, as damped_block_ldl(b, view(h), ...) on a symmetric h.
+template <Backend B>
+result<ldl_factors<double>> damped_block_ldl_in_place(const B& b, matrix<double>& h, index block,
+                                                      const damping_options& opts = {}) {
+  auto r = detail::block_ldl_in_place_impl(b, h, block, &opts, "yaqa::damped_block_ldl");
+  if (r) h = matrix<double>();
+  return r;
 }
 
 //! GPTQ's reference form: U = the upper Cholesky factor of (H + damp I)^{-1}, with

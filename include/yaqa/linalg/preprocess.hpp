@@ -10,12 +10,32 @@
 #include <cmath>
 #include <vector>
 
+#include <yaqa/backend/cpu/ops.hpp>
 #include <yaqa/core/concepts.hpp>
 #include <yaqa/core/eigen.hpp>
 #include <yaqa/core/error.hpp>
 #include <yaqa/core/matrix_view.hpp>
 
 namespace yaqa {
+namespace detail {
+//! Calls f(i, j) for every i > j of an n x n matrix, in 64 x 64 tiles (column-major friendly for
+//! both (i, j) and (j, i)); within the order below, pairs come column by column of each tile.
+//! The pairs i > j with j in the column strip [j0, j0 + jw), in 64-row tiles.
+template <class F>
+void for_lower_pairs_in(index n, index j0, index jw, F&& f) {
+  constexpr index t = 64;
+  for (index i0 = j0; i0 < n; i0 += t) {
+    const index i1 = std::min(n, i0 + t);
+    for (index j = j0; j < j0 + jw; ++j)
+      for (index i = std::max(i0, j + 1); i < i1; ++i) f(i, j);
+  }
+}
+template <class F>
+void for_lower_pairs(index n, F&& f) {
+  constexpr index t = 64;
+  for (index j0 = 0; j0 < n; j0 += t) for_lower_pairs_in(n, j0, std::min(t, n - j0), f);
+}
+}  // namespace detail
 
 //! What normalize_factor found and did.
 struct factor_report {
@@ -43,7 +63,7 @@ inline constexpr double factor_symmetry_tolerance = 1e-4;
 //!   replaced_by_identity = true, mean_diagonal = 0 and an empty `dead` (no input is declared dead,
 //!   so no weight gets zeroed: the layer is rounded as if that side had no Hessian).
 template <Scalar T>
-factor_report normalize_factor(matrix_view<T> h, const char* name) {
+factor_report normalize_factor(const cpu_backend& b, matrix_view<T> h, const char* name) {
   constexpr const char* what = "yaqa::normalize_factor";
   detail::require<shape_error>(h.rows == h.cols, what, ": argument '", name, "' must be square, got ",
                                h.rows, "x", h.cols);
@@ -52,17 +72,38 @@ factor_report normalize_factor(matrix_view<T> h, const char* name) {
   factor_report rep;
   if (n == 0) return rep;
 
-  double max_abs = 0;
-  for (index j = 0; j < n; ++j)
-    for (index i = 0; i < n; ++i) max_abs = std::max(max_abs, std::abs(double(h(i, j))));
+  // Every pass runs over 64-column strips in parallel; maxima and element-wise updates do not
+  // depend on the split, so the result is the same for any thread count.
+  constexpr index strip = 64;
+  const index strips = (n + strip - 1) / strip;
+  std::vector<double> part(static_cast<std::size_t>(strips), 0.0);
+  auto strip_max = [&](auto&& f) {
+    std::fill(part.begin(), part.end(), 0.0);
+    detail::parallel_chunks(b, n, strip, [&](index j0, index jw) { part[static_cast<std::size_t>(j0 / strip)] = f(j0, jw); });
+    return *std::max_element(part.begin(), part.end());
+  };
+  const double max_abs = strip_max([&](index j0, index jw) {
+    double m = 0;
+    for (index j = j0; j < j0 + jw; ++j)
+      for (index i = 0; i < n; ++i) m = std::max(m, std::abs(double(h(i, j))));
+    return m;
+  });
   const double tol = factor_symmetry_tolerance * max_abs;
-  for (index j = 0; j < n; ++j)
-    for (index i = j + 1; i < n; ++i) {
+  // Pairs (i, j), i > j, visited in 64 x 64 tiles so that h(j, i) is read along a few columns at a
+  // time, not across n pages per element. The loop only finds the largest gap; the message names
+  // the first pair over the tolerance, found again on failure only.
+  const double worst = strip_max([&](index j0, index jw) {
+    double m = 0;
+    detail::for_lower_pairs_in(n, j0, jw, [&](index i, index j) { m = std::max(m, std::abs(double(h(i, j)) - double(h(j, i)))); });
+    return m;
+  });
+  if (!(worst <= tol))
+    detail::for_lower_pairs(n, [&](index i, index j) {
       const double gap = std::abs(double(h(i, j)) - double(h(j, i)));
       detail::require(gap <= tol, what, ": argument '", name, "' must be symmetric (|h_ij - h_ji| <= ",
-                      factor_symmetry_tolerance, " * max|h|), but h(", i, ", ", j, ") = ", h(i, j),
-                      " and h(", j, ", ", i, ") = ", h(j, i));
-    }
+                      factor_symmetry_tolerance, " * max|h|), but h(", i, ", ", j, ") = ", h(i, j), " and h(",
+                      j, ", ", i, ") = ", h(j, i));
+    });
 
   double sum = 0;
   index live = 0;
@@ -83,14 +124,15 @@ factor_report normalize_factor(matrix_view<T> h, const char* name) {
   }
   const double mean = sum / double(live);
   rep.mean_diagonal = mean;
-  for (index j = 0; j < n; ++j) {
-    h(j, j) = T(double(h(j, j)) / mean);
-    for (index i = j + 1; i < n; ++i) {
+  for (index j = 0; j < n; ++j) h(j, j) = T(double(h(j, j)) / mean);
+  // strip j0 writes h(i, j) and h(j, i) for j in the strip, i > j: disjoint between strips
+  detail::parallel_chunks(b, n, strip, [&](index j0, index jw) {
+    detail::for_lower_pairs_in(n, j0, jw, [&](index i, index j) {
       const T v = T(0.5 * (double(h(i, j)) + double(h(j, i))) / mean);
       h(i, j) = v;
       h(j, i) = v;
-    }
-  }
+    });
+  });
   for (index d : rep.dead) {
     for (index k = 0; k < n; ++k) {
       h(d, k) = T(0);
@@ -99,6 +141,12 @@ factor_report normalize_factor(matrix_view<T> h, const char* name) {
     h(d, d) = T(1);
   }
   return rep;
+}
+
+//! normalize_factor with the default backend's threads (the result does not depend on them).
+template <Scalar T>
+factor_report normalize_factor(matrix_view<T> h, const char* name) {
+  return normalize_factor(cpu_backend{}, h, name);
 }
 
 namespace detail {

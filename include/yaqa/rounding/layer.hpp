@@ -186,13 +186,26 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
     t = now;
   };
 
-  // 1. normalize (fp64)
-  matrix<double> hin = as_eigen(h_in).template cast<double>();
-  matrix<double> hout = h_out.empty() ? matrix<double>(matrix<double>::Identity(m, m))
-                                      : matrix<double>(as_eigen(h_out).template cast<double>());
-  rep.in = normalize_factor(view(hin), "H_in");
-  rep.out = normalize_factor(view(hout), "H_out");
-  matrix<double> wd = as_eigen(w).template cast<double>();
+  // 1. normalize (fp64). No H_out means I: nothing is stored, rotated or factored for it (its
+  // normalization is itself, its damped LDL is L = I, D = (1 + damp) I).
+  const cpu_backend host = detail::host_backend(be);
+  auto to_double = [&](matrix_view<const T> v) {  // column strips in parallel (first touch too)
+    matrix<double> d(v.rows, v.cols);
+    detail::parallel_chunks(host, v.cols, detail::chunk_width(v.cols), [&](index c0, index cw) {
+      d.middleCols(c0, cw) = as_eigen(v).middleCols(c0, cw).template cast<double>();
+    });
+    return d;
+  };
+  matrix<double> hin = to_double(h_in);
+  matrix<double> hout;
+  rep.in = normalize_factor(host, view(hin), "H_in");
+  if (!h_out.empty()) {
+    hout = to_double(h_out);
+    rep.out = normalize_factor(host, view(hout), "H_out");
+  } else {
+    rep.out.mean_diagonal = 1;
+  }
+  matrix<double> wd = to_double(w);
   if (opt.zero_dead_inputs) zero_columns(view(wd), rep.in.dead);
   lap("normalize");
 
@@ -206,8 +219,10 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
     u_out->apply(side::left, trans::transpose, view(wd));
     u_in->apply(side::right, trans::none, view(hin));
     u_in->apply(side::left, trans::transpose, view(hin));
-    u_out->apply(side::right, trans::none, view(hout));
-    u_out->apply(side::left, trans::transpose, view(hout));
+    if (!h_out.empty()) {
+      u_out->apply(side::right, trans::none, view(hout));
+      u_out->apply(side::left, trans::transpose, view(hout));
+    }
     res.rotated = true;
     res.signs_in = u_in->signs();
     res.signs_out = u_out->signs();
@@ -215,30 +230,45 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
     res.transform_out = u_out->description();
   }
   const matrix<T> wr = wd.template cast<T>();
+  wd = matrix<double>();  // memory: only the rounding's copy stays
   lap("rotate");
 
   // 3. factor (fp64), with the damping ladder; a failure means rounding without feedback
   const bool two_sided = opt.algorithm == method::yaqa;
   const bool needs_ldl = opt.algorithm == method::ldlq || two_sided;
-  matrix<T> l_in, l_out;
+  matrix<T> l_in, l_out;  // l_in: whenever H_in factored (the report uses it even without feedback)
+  block_diagonal<double> d_in, d_out;  // kept for the report (its proxies from the residual)
   if (needs_ldl) {
-    auto f_in = damped_block_ldl(be, view(std::as_const(hin)), opt.tile_cols, opt.damping);
+    // Memory at large n (28672: 6.6 GB per fp64 copy): unless refine or CD read the factors
+    // again, they are factored in place (hin / hout become L, or are restored on failure).
+    const bool in_place = !opt.refine.enabled() && opt.cd_sweeps == 0;
+    auto factor = [&](matrix<double>& h, index block) {
+      return in_place ? damped_block_ldl_in_place(be, h, block, opt.damping)
+                      : damped_block_ldl(be, view(std::as_const(h)), block, opt.damping);
+    };
+    auto f_in = factor(hin, opt.tile_cols);
     if (f_in) {
       rep.damp_in = f_in->damp;
       rep.attempts_in = f_in->attempts;
+      d_in = std::move(f_in->D);
       l_in = f_in->L.template cast<T>();
+      f_in->L = matrix<double>();
     } else {
       rep.feedback = false;
       rep.fallback_reason = "H_in: " + f_in.error().reason;
       rep.attempts_in = f_in.error().attempts;
       rep.damp_in = f_in.error().last_damp;
     }
-    if (two_sided && rep.feedback) {
-      auto f_out = damped_block_ldl(be, view(std::as_const(hout)), opt.tile_rows, opt.damping);
+    if (two_sided && rep.feedback && h_out.empty()) {
+      rep.damp_out = damping_schedule(1.0, 1.0, opt.damping).front();  // H_out = I: the first damp works
+      rep.attempts_out = 1;  // l_out stays empty: yaqa_round's H_out = I
+    } else if (two_sided && rep.feedback) {
+      auto f_out = factor(hout, opt.tile_rows);
       if (f_out) {
         rep.damp_out = f_out->damp;
         rep.attempts_out = f_out->attempts;
         l_out = f_out->L.template cast<T>();
+        d_out = std::move(f_out->D);
       } else {
         rep.feedback = false;
         rep.fallback_reason = "H_out: " + f_out.error().reason;
@@ -281,16 +311,20 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
   if (opt.refine.enabled()) lap("refine");
 
   // 4. round
+  matrix<T> residual;  // LDLQ / YAQA: R = L_out^T (target - What) L_in, for the report
+  double gptq_loss = -1;  // GPTQ with feedback: its loss sum, = tr(dW H dW^T) / 2
+  auto params_for = [&](matrix_view<const T> w_fit) {
+    return grid ? std::move(*grid) : detail::fit_groups(q, w_fit, detail::checked_group_cols(what, q, m, n));
+  };
   if (rounded_by_refine) {
   } else if (!rep.feedback || opt.algorithm == method::rtn) {
     out = rtn(be, q, view(wr));
   } else if (opt.algorithm == method::ldlq) {
-    out = grid ? ldlq(be, q, target, view(std::as_const(l_in)), opt.tile_cols, std::move(*grid))
-               : ldlq(be, q, target, view(std::as_const(l_in)), opt.tile_cols);
+    out = ldlq(be, q, target, view(std::as_const(l_in)), opt.tile_cols, params_for(target), &residual);
   } else if (opt.algorithm == method::yaqa) {
     const yaqa_options yo{opt.tile_rows, opt.tile_cols, opt.ordering};
-    out = grid ? yaqa_round(be, q, target, view(std::as_const(l_in)), view(std::as_const(l_out)), yo, std::move(*grid))
-               : yaqa_round(be, q, target, view(std::as_const(l_in)), view(std::as_const(l_out)), yo);
+    out = yaqa_round(be, q, target, view(std::as_const(l_in)), view(std::as_const(l_out)), yo, params_for(target),
+                     &residual);
   } else {
     if constexpr (Q::unit_rows == 1 && Q::unit_cols == 1) {
       gptq_options go;
@@ -304,6 +338,7 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
       rep.attempts_in = g.attempts;
       rep.feedback = g.feedback;
       rep.fallback_reason = g.failure;
+      if (g.feedback) gptq_loss = g.loss;
       out = std::move(static_cast<rounded<Q>&>(g));
     }
   }
@@ -314,7 +349,8 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
   // given (undamped) for RTN/GPTQ/LDLQ, and I (passed as "none": the same minimiser) when no
   // H_out was given. Skipped without feedback (the factors were hopeless).
   double cd_before = 0, cd_after = 0, cd_scale = 1;
-  if (opt.cd_sweeps > 0 && rep.feedback) {
+  const bool cd_ran = opt.cd_sweeps > 0 && rep.feedback;
+  if (cd_ran) {
     const double dout = two_sided ? rep.damp_out : 0.0;
     matrix<T> cd_hin = hin.template cast<T>(), cd_hout;
     cd_hin.diagonal().array() += T(rep.damp_in);
@@ -333,16 +369,71 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
     lap("cd");
   }
 
-  // 5. report, in the rotated basis with the damped factors
+  // 5. report, in the rotated basis with the damped factors H_in + d_in I and H_out + d_out I
+  // (d_out = 0 unless YAQA; H_out = I when none was given). Computed from what the rounding
+  // already has where it can (docs/rounding.md, "The report's cost"): with the LDL factors,
+  // tr(X H X^T) = tr((X L) D (X L)^T) at half a GEMM per side, and the error's traces from the
+  // sweep's residual R = L_out^T dW L_in at O(m n b); GPTQ's error from its loss sum; otherwise
+  // the W^T W route (half a GEMM) or, for a given H_out without its factor, two GEMMs.
   {
     const double di = rep.damp_in, dout = two_sided ? rep.damp_out : 0.0;
-    matrix<T> hin_d = hin.template cast<T>(), hout_d = hout.template cast<T>();
-    hin_d.diagonal().array() += T(di);
-    hout_d.diagonal().array() += T(dout);
     const matrix<T> dw = wr - out.weights;
-    const auto hi = view(std::as_const(hin_d)), ho = view(std::as_const(hout_d));
-    const proxy_pair base = kronecker_proxies(be, view(wr), hi, ho);
-    const proxy_pair err = kronecker_proxies(be, view(dw), hi, ho);
+    const bool have_lin = l_in.size() > 0;                     // L_in, D_in of H_in + d_in I
+    const bool have_lout = l_out.size() > 0;                   // L_out, D_out of H_out + d_out I
+    const bool out_identity = h_out.empty();                   // H_out + d_out I = (1 + d_out) I
+    // the sweep's residual is the error's when the rounding target was W and nothing moved What
+    const bool residual_valid = residual.size() > 0 && target_refined.size() == 0 && !cd_ran;
+    matrix<T> hin_f, hout_f;  // float damped factors, only for the routes that need them
+    auto damped_hout = [&]() -> const matrix<T>& {
+      if (hout_f.size() == 0) {
+        hout_f = hout.template cast<T>();
+        hout_f.diagonal().array() += T(dout);
+      }
+      return hout_f;
+    };
+    auto exact_two_sided = [&](matrix_view<const T> d) {  // RTN / GPTQ / no factor, H_out given
+      if (hin_f.size() == 0) {
+        hin_f = hin.template cast<T>();
+        hin_f.diagonal().array() += T(di);
+      }
+      return kronecker_proxy(be, d, view(std::as_const(hin_f)), view(damped_hout()));
+    };
+    // both traces of one difference d
+    auto proxies = [&](matrix_view<const T> d) -> proxy_pair {
+      proxy_pair p;
+      if (have_lin) {
+        const matrix<T> x = times_lower(be, d, view(std::as_const(l_in)));
+        p.one_sided = ldl_proxy(host, view(x), d_in);
+        if (have_lout) {
+          const matrix<T> y = lower_transpose_times(be, view(std::as_const(l_out)), view(x));
+          p.two_sided = ldl_proxy(host, view(y), d_in, &d_out);
+        } else if (out_identity) {
+          p.two_sided = (1.0 + dout) * p.one_sided;
+        } else {  // H_out given but not factored (LDLQ, or its factorization failed)
+          p.two_sided = ldl_proxy_dense_out(be, view(x), d_in, view(damped_hout()));
+        }
+        return p;
+      } else {
+        p.one_sided = gram_proxy(be, d, hin, di);
+      }
+      p.two_sided = out_identity ? (1.0 + dout) * p.one_sided : exact_two_sided(d);
+      return p;
+    };
+    const proxy_pair base = proxies(view(wr));
+    proxy_pair err;
+    if (residual_valid && two_sided) {  // YAQA: R = L_out^T dW L_in; the one-sided trace needs dW L_in
+      err.two_sided = have_lout ? ldl_proxy(host, view(std::as_const(residual)), d_in, &d_out)
+                                : (1.0 + dout) * ldl_proxy(host, view(std::as_const(residual)), d_in);
+      err.one_sided = ldl_proxy(host, view(times_lower(be, view(dw), view(std::as_const(l_in)))), d_in);
+    } else if (residual_valid) {  // LDLQ: R = dW L_in
+      err.one_sided = ldl_proxy(host, view(std::as_const(residual)), d_in);
+      err.two_sided = out_identity ? err.one_sided : proxies(view(dw)).two_sided;
+    } else if (gptq_loss >= 0 && target_refined.size() == 0 && !cd_ran) {
+      err.one_sided = 2 * gptq_loss;  // GPTQ's loss sum is tr(dW (H + d I) dW^T) / 2
+      err.two_sided = out_identity ? err.one_sided : exact_two_sided(view(dw));
+    } else {
+      err = proxies(view(dw));
+    }
     rep.relative_proxy = err.two_sided / base.two_sided;
     rep.relative_proxy_one_sided = err.one_sided / base.one_sided;
     if (rep.cd_sweeps_run > 0) {
@@ -350,8 +441,12 @@ layer_result<Q> quantize_layer(const B& b, const Q& q, matrix_view<const scalar_
       rep.cd_relative_proxy_after = cd_scale * cd_after / base.two_sided;
     }
     if (opt.report_baseline) {
-      const matrix<T> dr = wr - rtn(be, q, view(wr)).weights;
-      rep.baseline_relative_proxy = kronecker_proxy(be, view(dr), hi, ho) / base.two_sided;
+      if (opt.algorithm == method::rtn && !rounded_by_refine) {
+        rep.baseline_relative_proxy = rep.relative_proxy;  // the same rounding
+      } else {
+        const matrix<T> dr = wr - rtn(be, q, view(wr)).weights;
+        rep.baseline_relative_proxy = proxies(view(dr)).two_sided / base.two_sided;
+      }
     }
   }
   lap("report");

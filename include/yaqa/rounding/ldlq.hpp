@@ -19,10 +19,12 @@ rounded<Q> ldlq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
 }
 
 //! ldlq with the given parameters (one per group, e.g. a learned grid) instead of fitting them.
+//! `residual` (optional) receives R = (W - What) L, so tr(dW H dW^T) = tr(R D R^T).
 template <Backend B, Quantizer Q>
   requires accessible_from<B, host_space>
 rounded<Q> ldlq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
-                matrix_view<const scalar_of<Q>> l, index block, std::vector<typename Q::params_type> params) {
+                matrix_view<const scalar_of<Q>> l, index block, std::vector<typename Q::params_type> params,
+                matrix<scalar_of<Q>>* residual = nullptr) {
   const index m = w.rows, n = w.cols;
   const index g = detail::checked_group_cols("yaqa::ldlq", q, m, n);
   detail::check_sweep_inputs<Q>("yaqa::ldlq", w, l, {}, Q::unit_rows, block);
@@ -37,7 +39,7 @@ rounded<Q> ldlq(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
   while (m % tdx != 0) tdx -= Q::unit_rows;  // largest unit multiple <= 128 dividing m
   sh.tile_rows = tdx;
   sh.super_rows = tdx;
-  detail::row_sweep(be, q, r, g, w, l, {}, sh);
+  detail::row_sweep(be, q, r, g, w, l, {}, sh, residual);
   return r;
 }
 

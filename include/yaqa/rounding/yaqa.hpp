@@ -27,12 +27,14 @@ rounded<Q> yaqa_round(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
 }
 
 //! yaqa_round with the given parameters (one per group, e.g. a learned grid) instead of fitting
-//! them from w.
+//! them from w. `residual` (optional) receives the m x n quantization residual R = L_out^T (W -
+//! What) L_in, tile by tile (see detail::row_sweep): tr(dW H_in dW^T H_out) = tr(R D_in R^T D_out).
 template <Backend B, Quantizer Q>
   requires accessible_from<B, host_space>
 rounded<Q> yaqa_round(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
                       matrix_view<const scalar_of<Q>> l_in, matrix_view<const scalar_of<Q>> l_out,
-                      const yaqa_options& opt, std::vector<typename Q::params_type> params) {
+                      const yaqa_options& opt, std::vector<typename Q::params_type> params,
+                      matrix<scalar_of<Q>>* residual = nullptr) {
   const index m = w.rows, n = w.cols;
   const index g = detail::checked_group_cols("yaqa::yaqa_round", q, m, n);
   detail::check_sweep_inputs<Q>("yaqa::yaqa_round", w, l_in, l_out, opt.tile_rows, opt.tile_cols);
@@ -44,9 +46,9 @@ rounded<Q> yaqa_round(const B& b, const Q& q, matrix_view<const scalar_of<Q>> w,
       opt.ordering == yaqa_ordering::wavefront ||
       (opt.ordering == yaqa_ordering::automatic && quantizer_with<Q, batched_tiles>);
   if (use_wavefront)
-    detail::wavefront(be, q, r, g, w, l_in, l_out, opt.tile_rows, opt.tile_cols);
+    detail::wavefront(be, q, r, g, w, l_in, l_out, opt.tile_rows, opt.tile_cols, residual);
   else
-    detail::row_sweep(be, q, r, g, w, l_in, l_out, detail::make_sweep_shape(opt.tile_rows, opt.tile_cols));
+    detail::row_sweep(be, q, r, g, w, l_in, l_out, detail::make_sweep_shape(opt.tile_rows, opt.tile_cols), residual);
   return r;
 }
 

@@ -68,16 +68,19 @@ void scale_in_place(Eigen::Ref<matrix<T>, 0, Eigen::OuterStride<>> c, T beta) {
     c *= beta;
 }
 
-//! C_lower += alpha * A * A^T on the lower triangle of C (n x n), A n x k. Upper untouched.
+//! C_lower += alpha * A * A^T on the lower triangle of C (n x n), A n x k. The strict upper
+//! triangle is never written (the in-place factorization keeps its copy of H there).
 template <class T, class MapC, class MapA>
-void lower_rank_update(const cpu_backend& b, MapC&& c, const MapA& a, T alpha) {
+void lower_rank_update(const cpu_backend& b, MapC&& c, const MapA& a, T alpha, index min_chunk = 64) {
   const index n = c.rows();
-  const index w = chunk_width(n);
+  const index w = chunk_width(n, min_chunk);
   parallel_chunks(b, n, w, [&](index c0, index cw) {
-    // columns [c0, c0+cw) of the lower triangle: rows [c0, n)
-    const index r = n - c0;
-    c.block(c0, c0, r, cw).noalias() +=
-        alpha * a.middleRows(c0, r) * a.middleRows(c0, cw).transpose();
+    // columns [c0, c0+cw) of the lower triangle: the cw x cw triangle on the diagonal, then the
+    // rectangle below it
+    c.block(c0, c0, cw, cw).template selfadjointView<Eigen::Lower>().rankUpdate(a.middleRows(c0, cw), alpha);
+    const index below = n - c0 - cw;
+    if (below > 0)
+      c.block(c0 + cw, c0, below, cw).noalias() += alpha * a.middleRows(c0 + cw, below) * a.middleRows(c0, cw).transpose();
   });
 }
 
@@ -156,31 +159,39 @@ struct backend_ops<cpu_backend> {
 
   //! In-place lower Cholesky A = L L^T (upper triangle left untouched).
   //! Returns 0 on success, or j + 1 when the pivot of column j was not positive or not finite.
+  //! Recursive (split in halves down to 128 columns): the n^3/3 flops run as the trailing updates
+  //! A22 -= A21 A21^T of depth n/2, n/4, ... and the solves A21 L11^{-T}, large GEMM-shaped
+  //! products, instead of 128-deep rank updates (docs/benchmarks.md, "Factorization").
   template <Scalar T>
   static index potrf_lower(const cpu_backend& b, matrix_view<T> a) {
     check_shape("backend_ops<cpu>::potrf_lower", "A", a, a.rows, a.rows);
-    const index n = a.rows;
-    auto A = as_eigen(a);
-    const index nb = 128;
-    for (index k = 0; k < n; k += nb) {
-      const index kb = std::min(nb, n - k);
-      Eigen::Ref<matrix<T>, 0, Eigen::OuterStride<>> a11 = A.block(k, k, kb, kb);
-      const index info = Eigen::internal::llt_inplace<T, Eigen::Lower>::unblocked(a11);
-      if (info >= 0) return k + info + 1;
-      for (index j = 0; j < kb; ++j)
-        if (!std::isfinite(a11(j, j))) return k + j + 1;
-      const index rs = n - k - kb;
-      if (rs == 0) break;
-      auto a21 = A.block(k + kb, k, rs, kb);
-      // A21 <- A21 * L11^{-T}, split by rows.
-      const auto l11 = A.block(k, k, kb, kb).template triangularView<Eigen::Lower>();
-      detail::parallel_chunks(b, rs, detail::chunk_width(rs), [&](index r0, index h) {
-        auto blk = a21.middleRows(r0, h);
-        l11.transpose().template solveInPlace<Eigen::OnTheRight>(blk);
-      });
-      auto a22 = A.block(k + kb, k + kb, rs, rs);
-      detail::lower_rank_update<T>(b, a22, a21, T(-1));
+    Eigen::Ref<matrix<T>, 0, Eigen::OuterStride<>> A = as_eigen(a);
+    return potrf_recursive<T>(b, A);
+  }
+
+  template <Scalar T>
+  static index potrf_recursive(const cpu_backend& b, Eigen::Ref<matrix<T>, 0, Eigen::OuterStride<>> A) {
+    const index n = A.rows();
+    if (n <= 128) {
+      const index info = Eigen::internal::llt_inplace<T, Eigen::Lower>::unblocked(A);
+      if (info >= 0) return info + 1;
+      for (index j = 0; j < n; ++j)
+        if (!std::isfinite(A(j, j))) return j + 1;
+      return 0;
     }
+    const index n1 = (n / 2 + 63) / 64 * 64, n2 = n - n1;  // a multiple of 64 (n > 128: n1 < n)
+    if (const index info = potrf_recursive<T>(b, A.topLeftCorner(n1, n1)); info != 0) return info;
+    auto a21 = A.bottomLeftCorner(n2, n1);
+    // A21 <- A21 * L11^{-T}, split by rows.
+    const auto l11 = A.topLeftCorner(n1, n1).template triangularView<Eigen::Lower>();
+    detail::parallel_chunks(b, n2, detail::chunk_width(n2), [&](index r0, index h) {
+      auto blk = a21.middleRows(r0, h);
+      l11.transpose().template solveInPlace<Eigen::OnTheRight>(blk);
+    });
+    auto a22 = A.bottomRightCorner(n2, n2);
+    // wide chunks: each chunk repacks its rows of A21, so fewer chunks pack less
+    detail::lower_rank_update<T>(b, a22, a21, T(-1), std::max<index>(256, n2 / 8));
+    if (const index info = potrf_recursive<T>(b, A.bottomRightCorner(n2, n2)); info != 0) return n1 + info;
     return 0;
   }
 
