@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include <yaqa/core/concepts.hpp>
 #include <yaqa/core/eigen.hpp>
 
 namespace yaqa {
