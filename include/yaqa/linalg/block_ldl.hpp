@@ -420,9 +420,10 @@ result<ldl_factors<T>> damped_block_ldl(matrix_view<T> h, index block,
 }
 
 //! damped_block_ldl on a matrix it may overwrite: no second n x n fp64 copy (at n = 28672 that
-//! copy is 6.6 GB). On success `h` is consumed (its storage becomes L) and left empty; on failure
-//! it holds H again (exactly as given: its lower triangle mirrored, the diagonal undamped). Same
-//! factors, bit for bit, as damped_block_ldl(b, view(h), ...) on a symmetric h.
+//! copy is 6.6 GB). On success `h` is consumed (its storage becomes L) and left empty. On failure
+//! it holds H again: untouched when nothing was factored (NaN/Inf, no positive mean diagonal),
+//! else its lower triangle mirrored onto the upper and the diagonal undamped (= h for a symmetric
+//! h). Same factors, bit for bit, as damped_block_ldl(b, view(h), ...) on a symmetric h.
 template <Backend B>
 result<ldl_factors<double>> damped_block_ldl_in_place(const B& b, matrix<double>& h, index block,
                                                       const damping_options& opts = {}) {
