@@ -17,11 +17,26 @@ void BM_second_moment_add(benchmark::State& state) {
   const auto t = state.range(0), n = state.range(1);
   const auto x = yaqa::test::random_matrix<float>(t, n, 1);
   yaqa::second_moment<double> h(n);
+  h.add(yaqa::view(x));  // steady state: scratch buffers sized
   for (auto _ : state) {
     h.add(yaqa::view(x));
     benchmark::DoNotOptimize(h.packed_sum().data());
   }
   yaqa::bench::set_flops(state, double(t) * double(n) * double(n + 1));
+}
+
+// The same shape as one batch's X^T X as a plain GEMM (2 T n^2 FLOPs, both triangles) through
+// the library's deterministic GEMM: what "the GEMM rate" means at these sizes.
+void BM_gemm_tn(benchmark::State& state) {
+  const auto t = state.range(0), n = state.range(1);
+  const auto x = yaqa::test::random_matrix<float>(t, n, 1);
+  yaqa::matrix<float> c(n, n);
+  for (auto _ : state) {
+    yaqa::backend_ops<yaqa::cpu_backend>::gemm<float>(yaqa::cpu_backend{}, yaqa::trans::transpose, yaqa::trans::none,
+                                                      1.f, yaqa::view(x), yaqa::view(x), 0.f, yaqa::view(c));
+    benchmark::DoNotOptimize(c.data());
+  }
+  yaqa::bench::set_flops(state, 2.0 * double(t) * double(n) * double(n));
 }
 
 // sketch_a::add in pass 1 (odd): s = rowsum((X H_in) ∘ X), H_out += G^T diag(s) G.
@@ -34,6 +49,9 @@ void BM_sketch_a_odd_pass(benchmark::State& state) {
   s.add(yaqa::view(x), yaqa::view(g));
   s.end_pass();
   s.begin_pass();
+  // steady state: the first add of a pass also builds the pass's full float copy of H_in (once per
+  // pass, amortized over its batches) and sizes the scratch buffers
+  s.add(yaqa::view(x), yaqa::view(g));
   for (auto _ : state) {
     s.add(yaqa::view(x), yaqa::view(g));
     benchmark::DoNotOptimize(&s);
@@ -48,6 +66,7 @@ void BM_sketch_b_sequence(benchmark::State& state) {
   const auto x = yaqa::test::random_matrix<float>(t, n, 1);
   const auto g = yaqa::test::random_matrix<float>(t, m, 2);
   yaqa::sketch_b<double> s(n, m, {.path = path});
+  s.add_sequence(yaqa::view(x), yaqa::view(g));  // steady state: scratch buffers sized
   for (auto _ : state) {
     s.add_sequence(yaqa::view(x), yaqa::view(g));
     benchmark::DoNotOptimize(&s);
@@ -59,15 +78,18 @@ void BM_sketch_b_sequence(benchmark::State& state) {
 
 }  // namespace
 
+BENCHMARK(BM_gemm_tn)->Args({2048, 1024})->Args({2048, 2048})->Args({2048, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_second_moment_add)
     ->Args({512, 384})  // smoke size
     ->Args({2048, 1024})
+    ->Args({2048, 2048})
     ->Args({2048, 4096})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_sketch_a_odd_pass)
     ->Args({512, 384, 256})
     ->Args({2048, 1024, 1024})
+    ->Args({2048, 2048, 2048})
     ->Args({2048, 4096, 1024})
     ->Args({2048, 1024, 4096})
     ->Args({2048, 4096, 4096})
@@ -76,6 +98,7 @@ BENCHMARK(BM_sketch_a_odd_pass)
 BENCHMARK(BM_sketch_b_sequence)
     ->Args({512, 384, 256, 0})
     ->Args({2048, 1024, 1024, 0})
+    ->Args({2048, 2048, 2048, 0})
     ->Args({2048, 4096, 1024, 0})
     ->Args({2048, 1024, 4096, 0})
     ->Args({2048, 4096, 4096, 0})

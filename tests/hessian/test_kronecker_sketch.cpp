@@ -347,3 +347,60 @@ TEST_CASE("float accumulators give the double results to float accuracy", "[hess
   REQUIRE_THAT(Eigen::MatrixXd(bf.h_in().cast<double>()), test::IsClose(Eigen::MatrixXd(bd.h_in()), 2e-5));
   REQUIRE_THAT(Eigen::MatrixXd(bf.h_out().cast<double>()), test::IsClose(Eigen::MatrixXd(bd.h_out()), 2e-5));
 }
+
+// Sizes spanning several of the 256-column chunks of the upper-triangle products (and not
+// multiples of them): the chunked products equal plain products, and no thread count changes a bit.
+TEMPLATE_TEST_CASE("sketches over several column chunks: plain products, bit-identical across threads",
+                   "[hessian][sketch_a][sketch_b][determinism]", float, double) {
+  using T = TestType;
+  const yaqa::index n = 601, m = 530;
+  const auto data = make_data<T>(n, m, {300, 45}, 77);
+  // references in double, from plain Eigen products
+  Eigen::MatrixXd xtx = Eigen::MatrixXd::Zero(n, n), gtg = Eigen::MatrixXd::Zero(m, m);
+  Eigen::MatrixXd b_in = Eigen::MatrixXd::Zero(n, n), b_out = Eigen::MatrixXd::Zero(m, m);
+  for (const auto& b : data) {
+    const Eigen::MatrixXd x = b.x.template cast<double>(), g = b.g.template cast<double>();
+    xtx += x.transpose() * x;
+    const Eigen::MatrixXd mt = x.transpose() * g;  // M^T = X^T G
+    b_in += mt * mt.transpose();
+    b_out += mt.transpose() * mt;
+  }
+  const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
+  auto rel = [](const Eigen::MatrixXd& a, const Eigen::MatrixXd& b) { return (a - b).norm() / b.norm(); };
+
+  sketch_a<double> a1(n, m, 2, {}, cpu_backend{1});
+  run_pass(a1, data);
+  CHECK(rel(a1.h_in() * double(345), xtx) < tol);
+  run_pass(a1, data);
+  // pass 1: H_out = sum_t (x_t^T H_in x_t) g_t g_t^T / (count ||H_in||_F^2)
+  const Eigen::MatrixXd hin = a1.h_in();
+  Eigen::MatrixXd want_out = Eigen::MatrixXd::Zero(m, m);
+  for (const auto& b : data) {
+    const Eigen::MatrixXd x = b.x.template cast<double>(), g = b.g.template cast<double>();
+    const Eigen::VectorXd s = ((x * hin).array() * x.array()).rowwise().sum();
+    want_out += g.transpose() * s.asDiagonal() * g;
+  }
+  want_out /= 345.0 * hin.squaredNorm();
+  CHECK(rel(a1.h_out(), want_out) < tol);
+  for (int t : {2, 3}) {
+    sketch_a<double> at(n, m, 2, {}, cpu_backend{t});
+    run_pass(at, data);
+    run_pass(at, data);
+    CHECK(at.packed_h_in() == a1.packed_h_in());
+    CHECK(at.packed_h_out() == a1.packed_h_out());
+  }
+
+  for (auto path : {sketch_b_path::direct, sketch_b_path::gram}) {
+    CAPTURE(int(path));
+    sketch_b<double> b1(n, m, {.path = path}, cpu_backend{1});
+    for (const auto& b : data) b1.add_sequence(view(b.x), view(b.g));
+    CHECK(rel(b1.h_in() * 2.0, b_in) < tol);
+    CHECK(rel(b1.h_out() * 2.0, b_out) < tol);
+    for (int t : {2, 3}) {
+      sketch_b<double> bt(n, m, {.path = path}, cpu_backend{t});
+      for (const auto& b : data) bt.add_sequence(view(b.x), view(b.g));
+      CHECK(bt.packed_sum_in() == b1.packed_sum_in());
+      CHECK(bt.packed_sum_out() == b1.packed_sum_out());
+    }
+  }
+}

@@ -9,6 +9,7 @@
 #include <rounding/toy_quantizers.hpp>
 #include <support/approx.hpp>
 #include <support/generators.hpp>
+#include <yaqa/quantizers/rtn_grid.hpp>
 #include <yaqa/rounding/gptq.hpp>
 #include <yaqa/rounding/ldlq.hpp>
 #include <yaqa/rounding/rtn.hpp>
@@ -174,4 +175,53 @@ TEST_CASE("GPTQ rounds without feedback, and says so, when every damp fails", "[
   CHECK(g.attempts == 4);
   CHECK(g.weights == rtn(q, view(w)).weights);  // plain rounding with the same parameters
   CHECK(g.weights.allFinite());
+}
+
+// gptq_prepare reads H' = H with dead diagonals set to 1, permuted by act-order, straight from h
+// (no fp64 or permuted copy) and stores U by lazy batches: both equal, bit for bit, the factor of
+// the explicitly formed H', also for an H that is not exactly symmetric (only H' lower counts).
+TEMPLATE_TEST_CASE("GPTQ's U, by panels or dense, is the inverse factor of the explicit permuted H", "[rounding][gptq]",
+                   float, double) {
+  using T = TestType;
+  const yaqa::index m = 20, n = 517;
+  const matrix<T> w = test::random_weights<T>(m, n, 90);
+  matrix<T> h = test::random_second_moment<double>(n, n + 40, 91).cast<T>();
+  for (yaqa::index d : {3, 200, 516}) {
+    h.row(d).setZero();
+    h.col(d).setZero();
+  }
+  for (yaqa::index j = 0; j < n; ++j)  // not symmetric: the upper triangle is perturbed
+    for (yaqa::index i = 0; i < j; ++i) h(i, j) *= T(1.01);
+  const int_grid<T> q({.bits = 3});
+  for (bool act : {false, true})
+    for (yaqa::index block : {128, 50}) {
+      INFO("act_order " << act << " block " << block);
+      gptq_options o;
+      o.act_order = act;
+      o.block = block;
+      auto dense = yaqa::detail::gptq_prepare("t", cpu_backend{}, q, view(w), view(std::as_const(h)), o);
+      auto panels = yaqa::detail::gptq_prepare("t", cpu_backend{2}, q, view(w), view(std::as_const(h)), o, nullptr,
+                                               yaqa::detail::gptq_u_layout::panels);
+      CHECK(dense.res.dead == std::vector<yaqa::index>{3, 200, 516});
+      matrix<T> hp(n, n);  // the reference's H', formed explicitly
+      for (yaqa::index j = 0; j < n; ++j)
+        for (yaqa::index i = 0; i < n; ++i) {
+          const yaqa::index pi = act ? dense.res.perm[std::size_t(i)] : i, pj = act ? dense.res.perm[std::size_t(j)] : j;
+          hp(i, j) = (pi == pj && h(pi, pi) == 0) ? T(1) : h(pi, pj);
+        }
+      const auto f = gptq_inverse_factor(cpu_backend{1}, view(std::as_const(hp)));
+      REQUIRE(f.has_value());
+      CHECK(dense.res.damp == f->damp);
+      CHECK(dense.U == f->U);
+      bool same = true;
+      for (yaqa::index j = 0; j < n; ++j)
+        for (yaqa::index i = 0; i <= j; ++i) same = same && panels.Up(i, j) == f->U(i, j);
+      CHECK(same);
+      for (yaqa::index i1 = 0; i1 < n; i1 += block) {  // each panel: rows i1.., columns i1..n-1
+        const auto& p = panels.Up.at(i1);
+        CHECK(p.rows() == std::min(block, n - i1));
+        CHECK(p.cols() == n - i1);
+        CHECK(p.template triangularView<Eigen::StrictlyLower>().toDenseMatrix().isZero(0));
+      }
+    }
 }

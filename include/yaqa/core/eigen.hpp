@@ -2,6 +2,8 @@
 //! \file
 //! Bridges between Eigen dense objects and matrix_view (host memory only).
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 
@@ -45,12 +47,38 @@ auto view(const Eigen::Map<T, O, S>& m) {
   return matrix_view<E>{m.data(), m.rows(), m.cols(), m.outerStride()};
 }
 
+namespace detail {
+//! True when some of the n values at p is NaN or Inf: an all-ones exponent, tested on the bits
+//! (an OR reduction the compiler vectorizes; a scalar isfinite loop with an early exit does not,
+//! and cost 3 % of a whole GPTQ run on its n x n H).
+template <class E>
+bool any_non_finite(const E* p, index n) {
+  if constexpr (std::is_same_v<E, float> || std::is_same_v<E, double>) {
+    using U = std::conditional_t<std::is_same_v<E, float>, std::uint32_t, std::uint64_t>;
+    constexpr U exp = std::is_same_v<E, float> ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+    U bad = 0;
+    for (index i = 0; i < n; ++i) {
+      U u;
+      std::memcpy(&u, p + i, sizeof u);
+      bad |= U((u & exp) == exp);
+    }
+    return bad != 0;
+  } else {
+    for (index i = 0; i < n; ++i)
+      if (!std::isfinite(p[i])) return true;
+    return false;
+  }
+}
+}  // namespace detail
+
 //! Row and column of the first NaN/Inf of v in column-major order; {-1, -1} when all are finite.
 template <class T>
 std::pair<index, index> first_non_finite(const matrix_view<T, host_space>& v) {
-  for (index j = 0; j < v.cols; ++j)
+  for (index j = 0; j < v.cols; ++j) {
+    if (!detail::any_non_finite(v.data + j * v.ld, v.rows)) continue;  // the position only in a failing column
     for (index i = 0; i < v.rows; ++i)
       if (!std::isfinite(v(i, j))) return {i, j};
+  }
   return {-1, -1};
 }
 

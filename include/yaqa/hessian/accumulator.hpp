@@ -101,7 +101,7 @@ class second_moment {
     matrix<C> converted;
     const matrix_view<const C> x = detail::hessian::as_compute<C>(x_in, converted);
     matrix<C>& p = ws_.get<C>(0, n_, n_);
-    detail::hessian::gram(backend_, x, p);
+    detail::hessian::gram_upper(backend_, x, static_cast<const C*>(nullptr), p, ws_.template buffer<C>(1));
     detail::hessian::add_upper_to_packed(backend_, sum_, p);
   }
 

@@ -76,11 +76,20 @@ struct workspace {
   scratch<float> f[6];
   scratch<double> d[6];
   template <class C>
-  matrix<C>& get(int slot, index rows, index cols) {
+  scratch<C>& slot(int k) {
     if constexpr (std::is_same_v<C, float>)
-      return f[slot].get(rows, cols);
+      return f[k];
     else
-      return d[slot].get(rows, cols);
+      return d[k];
+  }
+  template <class C>
+  matrix<C>& get(int k, index rows, index cols) {
+    return slot<C>(k).get(rows, cols);
+  }
+  //! Slot k's buffer as it is (its user sizes it, keeping it between calls).
+  template <class C>
+  matrix<C>& buffer(int k) {
+    return slot<C>(k).m;
   }
 };
 
@@ -101,13 +110,11 @@ matrix_view<const C> as_compute(matrix_view<const T> x, matrix<C>& buf) {
 template <class T>
 void require_finite_batch(const char* routine, const char* arg, const matrix_view<const T>& v,
                           const std::string& where) {
-  if (v.empty() || as_eigen(v).allFinite()) return;
-  for (index j = 0; j < v.cols; ++j)
-    for (index i = 0; i < v.rows; ++i)
-      if (!std::isfinite(v(i, j)))
-        throw non_finite_error(concat(routine, ": argument '", arg, "' of ", where, " contains ",
-                                      std::isnan(v(i, j)) ? "NaN" : "Inf", " at (", i, ", ", j,
-                                      "); expected finite values"));
+  const auto [i, j] = first_non_finite(v);  // a vectorized test per column (Eigen's allFinite is scalar)
+  if (i >= 0)
+    throw non_finite_error(concat(routine, ": argument '", arg, "' of ", where, " contains ",
+                                  std::isnan(v(i, j)) ? "NaN" : "Inf", " at (", i, ", ", j,
+                                  "); expected finite values"));
 }
 
 //! Runs f(begin, length) over fixed-width chunks of [0, extent): in parallel on the CPU backend
@@ -144,18 +151,70 @@ void gram(const B& b, matrix_view<const T> x, matrix<T>& c) {
   backend_ops<B>::syrk_accumulate(b, x, T(1), view(c));
 }
 
-//! c = x^T diag(w) x (r x r, both triangles): the backend's weighted SYRK into a zeroed buffer.
+//! Column chunks of an r x r upper triangle: few and wide (each is a GEMM of the chunk's height),
+//! fixed by r so the result does not depend on the thread count.
+inline index upper_chunk(index r) { return std::max(chunk_width(r), std::min<index>(r, 256)); }
+
+//! The upper triangle (diagonal included) of c = z^T diag(w) z (w null: z^T z), z t x r, at the
+//! FLOPs of the triangle: column chunk [c0, c0 + cw) is the GEMM c(0:c0, chunk) = z(:, 0:c0)^T y
+//! (y = diag(w) z(:, chunk)) above the diagonal block, and the backend's (weighted) SYRK on the
+//! diagonal block. Nothing else of c is written: no zeroing pass over c, no mirrored lower
+//! triangle (the callers read the upper one), no copy of z. `y` is scratch, kept between calls.
 template <class B, class T>
-void weighted_gram(const B& b, matrix_view<const T> x, const T* w, matrix<T>& c) {
-  c.setZero();
-  backend_ops<B>::weighted_syrk_accumulate(b, x, w, T(1), view(c));
+void gram_upper(const B& b, matrix_view<const T> z, const T* w, matrix<T>& c, matrix<T>& y) {
+  const index r = z.cols, t = z.rows;
+  c.resize(r, r);
+  const index cw_max = upper_chunk(r);
+  for (index c0 = 0; c0 < r; c0 += cw_max) {
+    const index cw = std::min(cw_max, r - c0);
+    const auto zc = z.col_block(c0, cw);
+    auto diag = view(c).block(c0, c0, cw, cw);
+    as_eigen(diag).setZero();
+    if (w == nullptr) {
+      if (c0 > 0) backend_ops<B>::gemm(b, trans::transpose, trans::none, T(1), z.col_block(0, c0), zc, T(0), view(c).block(0, c0, c0, cw));
+      backend_ops<B>::syrk_accumulate(b, zc, T(1), diag);
+    } else {
+      if (c0 > 0) {
+        if (y.rows() != t || y.cols() < cw) y.resize(t, cw_max);  // once per shape, not per call
+        const Eigen::Map<const vector<T>> wv(w, t);
+        host_chunks(b, cw, [&](index j0, index jw) {
+          y.middleCols(j0, jw) = wv.asDiagonal() * as_eigen(zc).middleCols(j0, jw);
+        });
+        backend_ops<B>::gemm(b, trans::transpose, trans::none, T(1), z.col_block(0, c0),
+                             matrix_view<const T>{y.data(), t, cw, std::max<index>(t, 1)}, T(0),
+                             view(c).block(0, c0, c0, cw));
+      }
+      backend_ops<B>::weighted_syrk_accumulate(b, zc, w, T(1), diag);
+    }
+  }
 }
 
 //! buf = x^T (so that gram(buf) is x x^T).
+//! In 32 x 32 tiles: Eigen's plain transposed assignment walks one side across the whole matrix
+//! per element (9 % of a Sketch B sequence at n = m = 1024).
 template <class T>
 matrix_view<const T> transposed(matrix_view<const T> x, matrix<T>& buf) {
-  buf = as_eigen(x).transpose();
+  buf.resize(x.cols, x.rows);
+  constexpr index t = 32;
+  for (index j0 = 0; j0 < x.cols; j0 += t)
+    for (index i0 = 0; i0 < x.rows; i0 += t) {
+      const index jw = std::min(t, x.cols - j0), iw = std::min(t, x.rows - i0);
+      buf.block(j0, i0, jw, iw) = as_eigen(x).block(i0, j0, iw, jw).transpose();
+    }
   return {buf.data(), buf.rows(), buf.cols(), buf.rows() > 0 ? buf.rows() : 1};
+}
+
+//! c = a^T b (a t x r, b t x k: tall operands, one token per row) in row blocks of c, each one
+//! backend GEMM: a^T is then packed once in all (a single GEMM split by columns of c would re-pack
+//! the whole of a^T, a transposed gather, for every column chunk: 17 % of a Sketch B sequence).
+//! The blocks are fixed by the shape: no thread count changes a bit.
+template <class B, class T>
+void tn_product(const B& b, matrix_view<const T> a, matrix_view<const T> bm, matrix_view<T> c) {
+  const index r = a.cols, w = upper_chunk(r);
+  for (index r0 = 0; r0 < r; r0 += w) {
+    const index h = std::min(w, r - r0);
+    backend_ops<B>::gemm(b, trans::transpose, trans::none, T(1), a.col_block(r0, h), bm, T(0), c.row_block(r0, h));
+  }
 }
 
 //! The upper triangle (diagonal included) of C = op(A) * op(B) for a product of two different

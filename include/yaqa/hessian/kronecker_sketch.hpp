@@ -294,7 +294,7 @@ class sketch_a {
     const matrix_view<const C> x = detail::hessian::as_compute<C>(x_in, xc);
     if (p == 0) {
       matrix<C>& out = ws_.get<C>(0, n_, n_);
-      detail::hessian::gram(backend_, x, out);
+      detail::hessian::gram_upper(backend_, x, static_cast<const C*>(nullptr), out, ws_.template buffer<C>(3));
       detail::hessian::add_upper_to_packed(backend_, acc_, out);
       return;
     }
@@ -307,7 +307,7 @@ class sketch_a {
     matrix<C>& s = ws_.get<C>(1, t, 1);
     detail::hessian::quadratic_weights(backend_, a, h, ah, s);
     matrix<C>& out = ws_.get<C>(2, z.cols, z.cols);
-    detail::hessian::weighted_gram(backend_, z, s.data(), out);
+    detail::hessian::gram_upper(backend_, z, static_cast<const C*>(s.data()), out, ws_.template buffer<C>(3));
     detail::hessian::add_upper_to_packed(backend_, acc_, out);
   }
 
@@ -453,10 +453,12 @@ class sketch_b {
     matrix<C>& p_out = ws_.get<C>(1, m_, m_);
     if (path == sketch_b_path::direct) {
       matrix<C>& mt = ws_.get<C>(2, n_, m_);  // M^T = X^T G
-      backend_ops<B>::gemm(backend_, trans::transpose, trans::none, C(1), x, g, C(0), view(mt));
+      detail::hessian::tn_product(backend_, x, g, view(mt));
       matrix<C>& mm = ws_.get<C>(3, m_, n_);
-      detail::hessian::gram(backend_, detail::hessian::transposed(detail::hessian::cview(mt), mm), p_in);  // M^T M
-      detail::hessian::gram(backend_, detail::hessian::cview(mt), p_out);                         // M M^T
+      matrix<C>& y = ws_.template buffer<C>(4);
+      detail::hessian::gram_upper(backend_, detail::hessian::transposed(detail::hessian::cview(mt), mm),
+                                  static_cast<const C*>(nullptr), p_in, y);  // M^T M
+      detail::hessian::gram_upper(backend_, detail::hessian::cview(mt), static_cast<const C*>(nullptr), p_out, y);  // M M^T
     } else {
       matrix<C>& k = ws_.get<C>(2, t, t);
       matrix<C>& y = ws_.get<C>(3, t, std::max(n_, m_));

@@ -210,17 +210,46 @@ inline void mirror_triangle(const cpu_backend& cb, matrix<double>& a, bool to_up
   });
 }
 
-//! x <- K^{-1} for lower-triangular K (fp64), n^3/3 flops: column chunk [c0, c0 + w) of K^{-1} is
-//! zero above row c0, and below it solves the trailing triangle against the identity.
-inline void lower_inverse(const cpu_backend& cb, const matrix<double>& k, matrix<double>& x) {
+//! The columns of K^{-1} for lower-triangular K (fp64, n^3/3 flops), handed to
+//! `store(c, col)` (col(r) = K^{-1}(r, c) for r >= c) and never held whole: column chunk
+//! [c0, c0 + w) of K^{-1} is zero above row c0 and, below it, solves the trailing triangle against
+//! the identity in a buffer of its own. `store` returns false for a non-finite entry; so does this.
+template <class Store>
+bool lower_inverse_columns(const cpu_backend& cb, const matrix<double>& k, Store&& store) {
   const index n = k.rows();
-  x.resize(n, n);
-  parallel_chunks(cb, n, chunk_width(n), [&](index c0, index w) {
-    auto blk = x.middleCols(c0, w);
-    blk.setZero();
-    blk.block(c0, 0, w, w).setIdentity();
-    auto low = blk.bottomRows(n - c0);
+  const index w = chunk_width(n);
+  std::vector<char> ok(static_cast<std::size_t>((n + w - 1) / w), 1);
+  parallel_chunks(cb, n, w, [&](index c0, index cw) {
+    matrix<double> low = matrix<double>::Zero(n - c0, cw);
+    low.topRows(cw).setIdentity();
     k.block(c0, c0, n - c0, n - c0).triangularView<Eigen::Lower>().solveInPlace(low);
+    bool good = true;
+    for (index c = 0; c < cw; ++c)
+      good = store(c0 + c, [&](index r) { return low(r - c0, c); }) && good;
+    ok[static_cast<std::size_t>(c0 / w)] = good;
+  });
+  return std::all_of(ok.begin(), ok.end(), [](char g) { return g != 0; });
+}
+
+//! GPTQ's inverse factor column by column (see gptq_inverse_factor): the damping ladder over
+//! J (H + damp I) J = K K^T, then U = J K^{-1} J. `load(a, damp)` writes the lower triangle of
+//! J (H + damp I) J into a; `store(j, u)` receives column j of U (u(i) = U(i, j) for i <= j) and
+//! returns false when an entry is not finite (the ladder then tries the next damp). Peak fp64
+//! memory: K alone (n^2) plus one solve buffer per thread; U is stored by the caller, in its type.
+template <Backend B, class Load, class Store>
+ladder_outcome gptq_factor_columns(const B& b, index n, const std::vector<double>& schedule, Load&& load,
+                                   Store&& store) {
+  const cpu_backend cb = host_loops(b);
+  matrix<double> a(n, n);
+  return run_ladder(schedule, [&](double damp) -> index {
+    load(a, damp);
+    const index info = backend_ops<B>::potrf_lower(b, matrix_view<double>(a.data(), n, n, n));
+    if (info != 0) return n - info + 1;  // pivot of reversed column info-1 = original n-info
+    // K^{-1}(r, c) = U(n-1-r, n-1-c): column c of K^{-1} is column n-1-c of U, reversed
+    const bool finite = lower_inverse_columns(cb, a, [&](index c, auto&& x) {
+      return store(n - 1 - c, [&](index i) { return x(n - 1 - i); });
+    });
+    return finite ? 0 : -1;
   });
 }
 
@@ -451,34 +480,18 @@ result<gptq_factor<T>> gptq_inverse_factor(const B& b, matrix_view<const T> h,
   const detail::factor_scan st = detail::scan_factor(h);
   if (!st.finite) return detail::non_finite_input<T>(what, st, n);
   if (!(st.mean_diag > 0)) return detail::no_scale(what, st, n);
-  const cpu_backend cb = detail::host_loops(b);
-  matrix<double> a(n, n), x;
-  matrix<T> u;
-  const detail::ladder_outcome o =
-      detail::run_ladder(damping_schedule(st.mean_diag, st.max_abs_diag, opts), [&](double damp) -> index {
-        detail::load_damped(cb, h, a, damp, true);
-        const index info = backend_ops<B>::potrf_lower(b, matrix_view<double>(a.data(), n, n, n));
-        if (info != 0) return n - info + 1;  // pivot of reversed column info-1 = original n-info
-        detail::lower_inverse(cb, a, x);
-        u.resize(n, n);
-        const index w = detail::chunk_width(n);
-        std::vector<char> ok(static_cast<std::size_t>((n + w - 1) / w), 1);
-        detail::parallel_chunks(cb, n, w, [&](index c0, index cw) {
-          bool good = true;
-          for (index j = c0; j < c0 + cw; ++j) {
-            const index xj = n - 1 - j;
-            for (index i = 0; i <= j; ++i) {
-              const double v = x(n - 1 - i, xj);
-              good = good && std::isfinite(v);
-              u(i, j) = T(v);
-            }
-            for (index i = j + 1; i < n; ++i) u(i, j) = T(0);
-          }
-          ok[static_cast<std::size_t>(c0 / w)] = good;
-        });
-        for (char g : ok)
-          if (!g) return -1;
-        return 0;
+  matrix<T> u = matrix<T>::Zero(n, n);
+  const detail::ladder_outcome o = detail::gptq_factor_columns(
+      b, n, damping_schedule(st.mean_diag, st.max_abs_diag, opts),
+      [&](matrix<double>& a, double damp) { detail::load_damped(detail::host_loops(b), h, a, damp, true); },
+      [&](index j, auto&& col) {
+        bool good = true;
+        for (index i = 0; i <= j; ++i) {
+          const double v = col(i);
+          good = good && std::isfinite(v);
+          u(i, j) = T(v);
+        }
+        return good;
       });
   if (!o.ok) return detail::ladder_failure(what, n, o, st.mean_diag, true);
   return gptq_factor<T>{std::move(u), o.damp, o.attempts};
