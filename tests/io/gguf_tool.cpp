@@ -4,6 +4,8 @@
 //       writes a GGUF with every KV type (tests/io/gguf_support.hpp) and F32 / F16 / BF16 / Q8_0 /
 //       I32 tensors, and prints as JSON what it meant to write (from the in-memory values, not
 //       read back), for gguf.GGUFReader to be compared against.
+//   yaqa_gguf_tool copy IN.gguf OUT.gguf
+//       copies every KV pair and tensor through gguf_writer::copy_from (byte for byte, expected).
 //   yaqa_gguf_tool dump IN.gguf
 //       reads a GGUF with gguf_file and prints its version, alignment, KV pairs (in file order,
 //       with types) and tensors (type, ne, offset, bytes in hex, decoded values) as JSON.
@@ -143,7 +145,15 @@ int main(int argc, char** argv) {
     if (args.size() >= 2 && args.size() <= 3 && args[0] == "write")
       return write_sample(args[1], args.size() == 3 ? std::uint32_t(std::stoul(args[2])) : yaqa::gguf_default_alignment);
     if (args.size() == 2 && args[0] == "dump") return dump(args[1]);
-    std::cerr << "usage: yaqa_gguf_tool write OUT.gguf [ALIGNMENT] | dump IN.gguf\n";
+    if (args.size() == 3 && args[0] == "copy") {
+      const yaqa::gguf_file in(args[1]);
+      yaqa::gguf_writer w;
+      w.copy_from(in);
+      w.forbid_path(args[1]);
+      w.write(args[2]);
+      return 0;
+    }
+    std::cerr << "usage: yaqa_gguf_tool write OUT.gguf [ALIGNMENT] | dump IN.gguf | copy IN.gguf OUT.gguf\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "yaqa_gguf_tool: " << e.what() << '\n';

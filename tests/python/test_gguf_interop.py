@@ -8,7 +8,8 @@ Usage: test_gguf_interop.py YAQA_GGUF_TOOL VENV_DIR
     bytes, and gguf.quants.dequantize of the Q8_0 tensor against the values yaqa encoded.
 (b) gguf.GGUFWriter writes (scalars, strings, arrays incl. of strings and nested, several tensors
     incl. Q8_0 from gguf.quants.quantize, custom alignment 64) -> yaqa reads it (yaqa_gguf_tool dump
-    prints JSON): the same keys, types, values, tensors and bytes.
+    prints JSON): the same keys, types, values, tensors and bytes; and yaqa's copy_from + write
+    (yaqa_gguf_tool copy) reproduces gguf-py's file byte for byte.
 
 gguf-py is installed with `pip install --no-deps gguf==0.19.0` into VENV_DIR (a venv with the
 system site packages: numpy and PyYAML come from Debian, never from pip). When it cannot be
@@ -227,7 +228,13 @@ def gguf_py_writes_yaqa_reads(exe, tmp):
             same(t["values"], [float(x) for x in arr.astype(np.float64).ravel()], what + " values")
         else:
             same(t["ne"], [64, 2], what + " ne")
-    print(f"(b) yaqa read gguf.GGUFWriter's file: {len(got['kv'])} keys, {len(got['tensors'])} tensors, alignment 64")
+    copy = os.path.join(tmp, "copy.gguf")
+    r = subprocess.run([exe, "copy", path, copy], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    with open(path, "rb") as a, open(copy, "rb") as b:
+        assert a.read() == b.read(), "gguf_writer::copy_from did not reproduce gguf.GGUFWriter's file byte for byte"
+    print(f"(b) yaqa read gguf.GGUFWriter's file: {len(got['kv'])} keys, {len(got['tensors'])} tensors, alignment 64;"
+          " copy_from + write reproduced it byte for byte")
 
 
 def main():
