@@ -321,6 +321,12 @@ struct gguf_state {
   std::map<std::string, std::size_t, std::less<>> tensor_index;  // name -> position in tensors
 };
 
+//! The unsigned integer of N bytes (the on-disk representation of a scalar of that size).
+template <std::size_t N>
+using uint_of_size = std::conditional_t<N == 1, std::uint8_t,
+                                        std::conditional_t<N == 2, std::uint16_t,
+                                                           std::conditional_t<N == 4, std::uint32_t, std::uint64_t>>>;
+
 //! Bytes a value of type t occupies at least (the element size; strings and arrays: their headers).
 constexpr std::uint64_t gguf_min_size(gguf_value_type t) {
   switch (t) {
@@ -493,10 +499,8 @@ class gguf_file {
   static gguf_value read_value(cursor& c, gguf_value_type t, const std::string& key, int depth,
                                const gguf_read_options& opt) {
     auto num = [&]<class U>(std::type_identity<U>) {
-      using B = std::conditional_t<sizeof(U) == 1, std::uint8_t,
-                                   std::conditional_t<sizeof(U) == 2, std::uint16_t,
-                                                      std::conditional_t<sizeof(U) == 4, std::uint32_t, std::uint64_t>>>;
-      return gguf_value(std::bit_cast<U>(c.read<B>("key '", key, "': ", gguf_value_type_name(t), " value")));
+      return gguf_value(std::bit_cast<U>(c.read<detail::uint_of_size<sizeof(U)>>("key '", key, "': ",
+                                                                                gguf_value_type_name(t), " value")));
     };
     switch (t) {
       case gguf_value_type::u8: return num(std::type_identity<std::uint8_t>{});
@@ -850,11 +854,8 @@ class gguf_writer {
           } else if constexpr (std::is_same_v<X, bool>) {
             b.push_back(std::byte{x ? std::uint8_t{1} : std::uint8_t{0}});
           } else {
-            using B = std::conditional_t<sizeof(X) == 1, std::uint8_t,
-                                         std::conditional_t<sizeof(X) == 2, std::uint16_t,
-                                                            std::conditional_t<sizeof(X) == 4, std::uint32_t, std::uint64_t>>>;
             b.resize(b.size() + sizeof(X));
-            detail::store_le(b.data() + b.size() - sizeof(X), std::bit_cast<B>(x));
+            detail::store_le(b.data() + b.size() - sizeof(X), std::bit_cast<detail::uint_of_size<sizeof(X)>>(x));
           }
         },
         v.get());
