@@ -35,7 +35,9 @@ struct raw_image {
   }
   raw_image& str(std::string_view v) { return u64(v.size()), s.append(v), *this; }
   raw_image& bytes(std::string_view v) { return s.append(v), *this; }
-  raw_image& pad(std::size_t alignment) { return s.append((alignment - s.size() % alignment) % alignment, '\0'), *this; }
+  raw_image& pad(std::size_t alignment) {
+    return s.append((alignment - s.size() % alignment) % alignment, '\0'), *this;
+  }
 };
 
 //! A KV pair "key: u32".
@@ -71,7 +73,8 @@ inline std::vector<std::byte> q8_0_encode(const std::vector<float>& x) {
     const std::uint16_t h = yaqa::to_f16_bits(d);
     out.push_back(std::byte(h & 0xff));
     out.push_back(std::byte(h >> 8));
-    for (std::size_t i = 0; i < 32; ++i) out.push_back(std::byte(std::uint8_t(std::int8_t(std::lround(x[b + i] * id)))));
+    for (std::size_t i = 0; i < 32; ++i)
+      out.push_back(std::byte(std::uint8_t(std::int8_t(std::lround(x[b + i] * id)))));
   }
   return out;
 }
@@ -79,9 +82,11 @@ inline std::vector<std::byte> q8_0_encode(const std::vector<float>& x) {
 inline std::vector<float> q8_0_decode(const std::vector<std::byte>& blocks) {
   std::vector<float> out;
   for (std::size_t b = 0; b + 34 <= blocks.size(); b += 34) {
-    const auto h = std::uint16_t(std::to_integer<unsigned>(blocks[b]) | (std::to_integer<unsigned>(blocks[b + 1]) << 8));
+    const auto h =
+        std::uint16_t(std::to_integer<unsigned>(blocks[b]) | (std::to_integer<unsigned>(blocks[b + 1]) << 8));
     const float d = yaqa::f16_to_float(h);
-    for (std::size_t i = 0; i < 32; ++i) out.push_back(d * float(std::int8_t(std::to_integer<std::uint8_t>(blocks[b + 2 + i]))));
+    for (std::size_t i = 0; i < 32; ++i)
+      out.push_back(d * float(std::int8_t(std::to_integer<std::uint8_t>(blocks[b + 2 + i]))));
   }
   return out;
 }
@@ -136,8 +141,8 @@ inline std::vector<std::pair<std::string, gguf_value>> every_kv_type() {
   kv.emplace_back("test.arr_nested",
                   V(T::array, {V::array_of(std::vector<std::int32_t>{1, 2}), V::array_of(std::vector<std::int32_t>{}),
                                V::array_of(std::vector<std::int32_t>{3})}));
-  kv.emplace_back("test.arr_nested_strings",
-                  V(T::array, {V::array_of(std::vector<std::string>{"x", "yz"}), V::array_of(std::vector<std::string>{"w"})}));
+  kv.emplace_back("test.arr_nested_strings", V(T::array, {V::array_of(std::vector<std::string>{"x", "yz"}),
+                                                          V::array_of(std::vector<std::string>{"w"})}));
   return kv;
 }
 

@@ -143,7 +143,8 @@ int main(int argc, char** argv) {
   try {
     const std::vector<std::string> args(argv + 1, argv + argc);
     if (args.size() >= 2 && args.size() <= 3 && args[0] == "write")
-      return write_sample(args[1], args.size() == 3 ? std::uint32_t(std::stoul(args[2])) : yaqa::gguf_default_alignment);
+      return write_sample(args[1],
+                          args.size() == 3 ? std::uint32_t(std::stoul(args[2])) : yaqa::gguf_default_alignment);
     if (args.size() == 2 && args[0] == "dump") return dump(args[1]);
     if (args.size() == 3 && args[0] == "copy") {
       const yaqa::gguf_file in(args[1]);

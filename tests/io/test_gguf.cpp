@@ -233,7 +233,8 @@ TEST_CASE("the ggml type table: ids, block sizes and bytes per block", "[io][ggu
     CHECK(t->block_size == r.block);
     CHECK(t->type_size == r.bytes);
   }
-  for (std::uint32_t removed : {4u, 5u, 31u, 32u, 33u, 36u, 37u, 38u, 42u, 1000u}) CHECK(ggml_type_info(removed) == nullptr);
+  for (std::uint32_t removed : {4u, 5u, 31u, 32u, 33u, 36u, 37u, 38u, 42u, 1000u})
+    CHECK(ggml_type_info(removed) == nullptr);
   CHECK(ggml_type_of(dtype::bf16) == ggml_type::bf16);
   CHECK_FALSE(ggml_type_of(dtype::u8).has_value());
   std::ostringstream os;
@@ -271,53 +272,85 @@ TEST_CASE("malformed GGUF files are rejected with messages naming the file and t
       {"truncated version", "GGUF\x03", {"truncated: the version needs 4 bytes at offset 4 but only 1 remain"}},
       {"truncated counts", with_header(3, 0, 0).substr(0, 20), {"truncated: the KV count needs 8 bytes"}},
       {"huge KV count", with_header(3, 0, ~0ull), {"KV count 18446744073709551615 cannot fit"}},
-      {"huge tensor count", with_header(3, 1ull << 40, 0) + std::string(64, '\0'), {"tensor count 1099511627776 cannot fit"}},
-      {"huge key length", with_header(3, 0, 1) + raw_image{}.u64(1ull << 62).s + std::string(16, 'k'),
+      {"huge tensor count",
+       with_header(3, 1ull << 40, 0) + std::string(64, '\0'),
+       {"tensor count 1099511627776 cannot fit"}},
+      {"huge key length",
+       with_header(3, 0, 1) + raw_image{}.u64(1ull << 62).s + std::string(16, 'k'),
        {"truncated: KV 0: key (string of length 4611686018427387904) needs"}},
       {"empty key", gguf_image(1, kv_u32("", 1), 0, "", ""), {"KV 0: empty key"}},
-      {"unknown value type", gguf_image(1, raw_image{}.str("k").u32(13).u32(0).s, 0, "", ""),
+      {"unknown value type",
+       gguf_image(1, raw_image{}.str("k").u32(13).u32(0).s, 0, "", ""),
        {"key 'k': unknown value type 13; expected 0..12"}},
-      {"unknown array element type", gguf_image(1, raw_image{}.str("k").u32(9).u32(77).u64(0).s, 0, "", ""),
+      {"unknown array element type",
+       gguf_image(1, raw_image{}.str("k").u32(9).u32(77).u64(0).s, 0, "", ""),
        {"key 'k': unknown array element type 77"}},
-      {"huge array", gguf_image(1, raw_image{}.str("k").u32(9).u32(4).u64(1ull << 61).s, 0, "", ""),
+      {"huge array",
+       gguf_image(1, raw_image{}.str("k").u32(9).u32(4).u64(1ull << 61).s, 0, "", ""),
        {"key 'k': array of 2305843009213693952 u32 elements needs at least 4 bytes each"}},
-      {"huge string array", gguf_image(1, raw_image{}.str("k").u32(9).u32(8).u64(1000).s, 0, "", ""),
+      {"huge string array",
+       gguf_image(1, raw_image{}.str("k").u32(9).u32(8).u64(1000).s, 0, "", ""),
        {"array of 1000 string elements needs at least 8 bytes each"}},
-      {"string past the end", gguf_image(1, raw_image{}.str("k").u32(8).u64(100).s, 0, "", ""),
+      {"string past the end",
+       gguf_image(1, raw_image{}.str("k").u32(8).u64(100).s, 0, "", ""),
        {"truncated: key 'k': string value (string of length 100)"}},
-      {"bool 2", gguf_image(1, raw_image{}.str("b").u32(7).u8(2).s, 0, "", ""), {"key 'b': bool value is byte 2", "expected 0 or 1"}},
+      {"bool 2",
+       gguf_image(1, raw_image{}.str("b").u32(7).u8(2).s, 0, "", ""),
+       {"key 'b': bool value is byte 2", "expected 0 or 1"}},
       {"duplicate key", gguf_image(2, arch + arch, 0, "", ""), {"key 'general.architecture' appears twice"}},
-      {"nested too deep", gguf_image(1, deep, 0, "", ""), {"key 'deep': arrays nested deeper than 8 levels", "max_array_depth"}},
-      {"alignment 0", gguf_image(1, kv_u32("general.alignment", 0), 0, "", ""),
+      {"nested too deep",
+       gguf_image(1, deep, 0, "", ""),
+       {"key 'deep': arrays nested deeper than 8 levels", "max_array_depth"}},
+      {"alignment 0",
+       gguf_image(1, kv_u32("general.alignment", 0), 0, "", ""),
        {"key 'general.alignment' is 0; expected a non-zero power of two"}},
-      {"alignment 48", gguf_image(1, kv_u32("general.alignment", 48), 1, w32, data32),
+      {"alignment 48",
+       gguf_image(1, kv_u32("general.alignment", 48), 1, w32, data32),
        {"key 'general.alignment' is 48; expected a non-zero power of two"}},
-      {"alignment as i32", gguf_image(1, raw_image{}.str("general.alignment").u32(5).u32(32).s, 0, "", ""),
+      {"alignment as i32",
+       gguf_image(1, raw_image{}.str("general.alignment").u32(5).u32(32).s, 0, "", ""),
        {"key 'general.alignment' is i32; expected u32"}},
-      {"duplicate tensor", gguf_image(1, arch, 2, w32 + tensor_info("w", {8}, 0, 32), data32 + data32),
+      {"duplicate tensor",
+       gguf_image(1, arch, 2, w32 + tensor_info("w", {8}, 0, 32), data32 + data32),
        {"tensor 'w' appears twice; expected unique tensor names"}},
-      {"n_dims 5", gguf_image(0, "", 1, tensor_info("w", {1, 1, 1, 1, 8}, 0, 0), data32), {"tensor 'w': n_dims 5 exceeds 4"}},
-      {"negative dimension", gguf_image(0, "", 1, tensor_info("w", {~0ull}, 0, 0), data32),
+      {"n_dims 5",
+       gguf_image(0, "", 1, tensor_info("w", {1, 1, 1, 1, 8}, 0, 0), data32),
+       {"tensor 'w': n_dims 5 exceeds 4"}},
+      {"negative dimension",
+       gguf_image(0, "", 1, tensor_info("w", {~0ull}, 0, 0), data32),
        {"tensor 'w': dimension 0 is 18446744073709551615 (negative as int64)"}},
-      {"element count overflow", gguf_image(0, "", 1, tensor_info("w", {1ull << 40, 1ull << 40}, 0, 0), data32),
+      {"element count overflow",
+       gguf_image(0, "", 1, tensor_info("w", {1ull << 40, 1ull << 40}, 0, 0), data32),
        {"tensor 'w' of type F32", "too many elements"}},
-      {"removed type 4", gguf_image(0, "", 1, tensor_info("w", {32}, 4, 0), data32), {"tensor 'w': unknown ggml type id 4"}},
-      {"unknown type 99", gguf_image(0, "", 1, tensor_info("w", {8}, 99, 0), data32), {"tensor 'w': unknown ggml type id 99"}},
-      {"row not whole blocks", gguf_image(0, "", 1, tensor_info("w", {33, 2}, 8, 0), std::string(256, '\0')),
+      {"removed type 4",
+       gguf_image(0, "", 1, tensor_info("w", {32}, 4, 0), data32),
+       {"tensor 'w': unknown ggml type id 4"}},
+      {"unknown type 99",
+       gguf_image(0, "", 1, tensor_info("w", {8}, 99, 0), data32),
+       {"tensor 'w': unknown ggml type id 99"}},
+      {"row not whole blocks",
+       gguf_image(0, "", 1, tensor_info("w", {33, 2}, 8, 0), std::string(256, '\0')),
        {"tensor 'w' of type Q8_0", "innermost dimension 33, not a multiple of the Q8_0 block size 32"}},
-      {"misaligned offset", gguf_image(0, "", 1, tensor_info("w", {1}, 0, 4), data32),
+      {"misaligned offset",
+       gguf_image(0, "", 1, tensor_info("w", {1}, 0, 4), data32),
        {"tensor 'w': offset 4 is not a multiple of the alignment 32"}},
-      {"out of range", gguf_image(0, "", 1, tensor_info("w", {9}, 0, 0), data32),
+      {"out of range",
+       gguf_image(0, "", 1, tensor_info("w", {9}, 0, 0), data32),
        {"tensor 'w': bytes [0, 0 + 36) run past the end of the data section (32 bytes)"}},
-      {"offset far out of range", gguf_image(0, "", 1, tensor_info("w", {1}, 0, 1ull << 63), data32),
+      {"offset far out of range",
+       gguf_image(0, "", 1, tensor_info("w", {1}, 0, 1ull << 63), data32),
        {"tensor 'w': bytes [9223372036854775808, ", "run past the end"}},
-      {"overlapping", gguf_image(0, "", 2, tensor_info("a", {16}, 0, 0) + tensor_info("b", {8}, 0, 32), data32 + data32),
+      {"overlapping",
+       gguf_image(0, "", 2, tensor_info("a", {16}, 0, 0) + tensor_info("b", {8}, 0, 32), data32 + data32),
        {"tensors 'a' [0, 64) and 'b' [32, 64) overlap"}},
-      {"no data section", gguf_image(0, "", 1, w32, "").substr(0, 24 + w32.size()),
+      {"no data section",
+       gguf_image(0, "", 1, w32, "").substr(0, 24 + w32.size()),
        {"truncated: the data section starts at offset 64"}},
-      {"name too long", gguf_image(0, "", 1, tensor_info(std::string(64, 'n'), {8}, 0, 0), data32),
+      {"name too long",
+       gguf_image(0, "", 1, tensor_info(std::string(64, 'n'), {8}, 0, 0), data32),
        {"name is 64 bytes; ggml allows at most 63"}},
-      {"truncated tensor info", gguf_image(0, "", 2, w32 + tensor_info("v", {8}, 0, 32).substr(0, 20), "", 1),
+      {"truncated tensor info",
+       gguf_image(0, "", 2, w32 + tensor_info("v", {8}, 0, 32).substr(0, 20), "", 1),
        {"truncated: tensor 'v': dimension 0 needs 8 bytes"}},
   };
   for (const auto& c : cases) {
@@ -369,18 +402,23 @@ TEST_CASE("a GGUF file cut anywhere is rejected, never read out of bounds", "[io
 TEST_CASE("gguf_writer validates what is added", "[io][gguf]") {
   gguf_writer w;
   w.add("w", ggml_type::f32, {2}, raw_bytes(std::vector<float>{1, 2}));
-  CHECK_THAT(thrown_message<invalid_argument>([&] { w.add("w", ggml_type::f32, {1}, raw_bytes(std::vector<float>{1})); }),
-             Contains("tensor 'w' was already added"));
+  CHECK_THAT(
+      thrown_message<invalid_argument>([&] { w.add("w", ggml_type::f32, {1}, raw_bytes(std::vector<float>{1})); }),
+      Contains("tensor 'w' was already added"));
   CHECK_THAT(thrown_message<invalid_argument>([&] { w.add("", ggml_type::f32, {0}, {}); }), Contains("non-empty"));
   CHECK_THAT(thrown_message<invalid_argument>([&] { w.add(std::string(64, 'x'), ggml_type::f32, {0}, {}); }),
              Contains("at most 63"));
-  CHECK_THAT(thrown_message<shape_error>([&] { w.add("x", ggml_type::f32, {2, 2}, raw_bytes(std::vector<float>{1, 2, 3})); }),
+  CHECK_THAT(thrown_message<shape_error>([&] {
+               w.add("x", ggml_type::f32, {2, 2}, raw_bytes(std::vector<float>{1, 2, 3}));
+             }),
              Contains("tensor 'x' has 12 bytes; expected 16"));
   CHECK_THAT(thrown_message<shape_error>([&] { w.add("q", ggml_type::q8_0, {2, 33}, std::vector<std::byte>(68)); }),
              Contains("innermost dimension 33, not a multiple of the Q8_0 block size 32"));
   CHECK_THAT(thrown_message<shape_error>([&] { w.add("q", ggml_type::q4_k, {1, 256}, std::vector<std::byte>(145)); }),
              Contains("has 145 bytes; expected 144"));
-  CHECK_THAT(thrown_message<shape_error>([&] { w.add("d", ggml_type::f32, {1, 1, 1, 1, 1}, std::vector<std::byte>(4)); }),
+  CHECK_THAT(thrown_message<shape_error>([&] {
+               w.add("d", ggml_type::f32, {1, 1, 1, 1, 1}, std::vector<std::byte>(4));
+             }),
              Contains("has 5 dimensions; GGUF allows at most 4"));
   CHECK_THAT(thrown_message<invalid_argument>([&] { w.add("u", ggml_type(4), {32}, {}); }),
              Contains("unknown ggml type id 4"));
@@ -389,7 +427,8 @@ TEST_CASE("gguf_writer validates what is added", "[io][gguf]") {
              Contains("cannot store 'm' as Q8_0"));
   CHECK_THAT(thrown_message<invalid_argument>([&] { w.set_alignment(24); }), Contains("not a non-zero power of two"));
   w.set("general.alignment", gguf_value(std::int32_t{32}));
-  CHECK_THAT(thrown_message<invalid_argument>([&] { (void)w.to_bytes(); }), Contains("general.alignment is i32; expected u32"));
+  CHECK_THAT(thrown_message<invalid_argument>([&] { (void)w.to_bytes(); }),
+             Contains("general.alignment is i32; expected u32"));
   w.set("general.alignment", gguf_value(std::uint32_t{64}));
   w.add("m16", m, ggml_type::f16);
   const auto f = gguf_file::from_bytes(w.to_bytes());

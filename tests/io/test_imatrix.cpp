@@ -113,7 +113,8 @@ TEST_CASE("legacy .dat imatrix: value / ncall, optional trailer, same result as 
     INFO("trailer " << trailer);
     const auto path = dir / "imatrix.gguf";  // the name does not matter: detection is by content
     yaqa::test::write_file(path, legacy_file(trailer));
-    yaqa::test::export_fuzz_seed("gguf", trailer ? "imatrix_legacy" : "imatrix_legacy_no_trailer", legacy_file(trailer));
+    yaqa::test::export_fuzz_seed("gguf", trailer ? "imatrix_legacy" : "imatrix_legacy_no_trailer",
+                                 legacy_file(trailer));
     const imatrix m = read_imatrix(path);
     CHECK(m.format == imatrix_format::legacy);
     CHECK(m.chunk_size == 0);
@@ -136,7 +137,8 @@ TEST_CASE("legacy .dat imatrix: value / ncall, optional trailer, same result as 
     for (int i = 0; i < 5; ++i)
       CHECK(d.diagonals[0](i) == Approx(g.at(d.name).diagonals[0](i)).epsilon(1e-6));
     for (int x = 0; x < 3; ++x)
-      for (int i = 0; i < 4; ++i) CHECK(e.diagonals[0](4 * x + i) == Approx(g.at(e.name).diagonals[std::size_t(x)](i)).epsilon(1e-6));
+      for (int i = 0; i < 4; ++i)
+        CHECK(e.diagonals[0](4 * x + i) == Approx(g.at(e.name).diagonals[std::size_t(x)](i)).epsilon(1e-6));
   }
   // ncall = 0: the stored values are taken as they are (llama-quantize divides only when ncall > 0).
   const imatrix z = parse(raw_image{}.i32(1).s + legacy_entry("w", 0, {3.0f, 0.5f}));
@@ -156,19 +158,27 @@ TEST_CASE("malformed imatrix files are rejected with messages naming the file an
       {"empty", "", {"truncated: the entry count needs 4 bytes at offset 0"}},
       {"zero entries", raw_image{}.i32(0).s, {"entry count is 0; expected at least 1"}},
       {"huge entry count", raw_image{}.i32(1 << 30).s + one, {"entry count 1073741824 cannot fit"}},
-      {"negative name length", raw_image{}.i32(1).i32(-5).s + std::string(20, 'x'), {"entry 0: name length -5 is not in [1,"}},
+      {"negative name length",
+       raw_image{}.i32(1).i32(-5).s + std::string(20, 'x'),
+       {"entry 0: name length -5 is not in [1,"}},
       {"name past the end", raw_image{}.i32(1).i32(1000).s + std::string(20, 'x'), {"entry 0: name length 1000"}},
       {"negative ncall", raw_image{}.i32(1).s + legacy_entry("w", -1, {1.0f}), {"entry 'w': ncall is -1"}},
-      {"no values", raw_image{}.i32(1).s + legacy_entry("w", 1, {}) + std::string(8, '\0'),
+      {"no values",
+       raw_image{}.i32(1).s + legacy_entry("w", 1, {}) + std::string(8, '\0'),
        {"entry 'w': value count 0 is not in [1, 2]"}},
-      {"values past the end", (raw_image{}.i32(1).s + legacy_entry("w", 1, {1, 2, 3})).substr(0, 25),
+      {"values past the end",
+       (raw_image{}.i32(1).s + legacy_entry("w", 1, {1, 2, 3})).substr(0, 25),
        {"entry 'w': value count 3 is not in [1, 2]"}},
-      {"non-finite value", raw_image{}.i32(1).s + legacy_entry("w", 1, {1.0f, inf}), {"entry 'w' holds a non-finite value (inf at 1)"}},
+      {"non-finite value",
+       raw_image{}.i32(1).s + legacy_entry("w", 1, {1.0f, inf}),
+       {"entry 'w' holds a non-finite value (inf at 1)"}},
       {"duplicate entry", raw_image{}.i32(2).s + one + one, {"entry 'w' appears twice"}},
       {"truncated trailer", raw_image{}.i32(1).s + one + "ab", {"truncated: the trailing chunk count needs 4 bytes"}},
-      {"trailer length wrong", raw_image{}.i32(1).s + one + raw_image{}.i32(3).i32(10).bytes("abc").s,
+      {"trailer length wrong",
+       raw_image{}.i32(1).s + one + raw_image{}.i32(3).i32(10).bytes("abc").s,
        {"trailing dataset name length is 10 but 3 bytes remain"}},
-      {"trailing garbage", raw_image{}.i32(1).s + one + raw_image{}.i32(3).i32(1).bytes("abc").s,
+      {"trailing garbage",
+       raw_image{}.i32(1).s + one + raw_image{}.i32(3).i32(1).bytes("abc").s,
        {"trailing dataset name length is 1 but 3 bytes remain"}},
   };
   // GGUF-layout violations.
@@ -188,9 +198,10 @@ TEST_CASE("malformed imatrix files are rejected with messages naming the file an
                    {"general.type is 'model'; expected 'imatrix'"}});
   cases.push_back({"missing chunk_size", gguf([&](gguf_writer& w) { w.erase("imatrix.chunk_size"); }),
                    {"missing or mistyped imatrix metadata", "has no key 'imatrix.chunk_size'"}});
-  cases.push_back({"datasets not strings",
-                   gguf([&](gguf_writer& w) { w.set("imatrix.datasets", gguf_value::array_of(std::vector<std::int32_t>{1})); }),
-                   {"missing or mistyped imatrix metadata", "array of i32 (1 elements); expected array of string"}});
+  cases.push_back(
+      {"datasets not strings",
+       gguf([&](gguf_writer& w) { w.set("imatrix.datasets", gguf_value::array_of(std::vector<std::int32_t>{1})); }),
+       {"missing or mistyped imatrix metadata", "array of i32 (1 elements); expected array of string"}});
   cases.push_back({"no tensors", gguf([](gguf_writer&) {}), {"no '<weight>.in_sum2' / '<weight>.counts' tensors"}});
   cases.push_back({"sums without counts", gguf([&](gguf_writer& w) { w.add("w.in_sum2", ggml_type::f32, {4}, f4); }),
                    {"weight 'w' has '.in_sum2' but no '.counts' tensor"}});
@@ -221,7 +232,9 @@ TEST_CASE("malformed imatrix files are rejected with messages naming the file an
                      w.add("w.counts", ggml_type::f32, {1}, c1);
                    }),
                    {"tensor 'w.in_sum2' holds a non-finite value (nan at 1)"}});
-  cases.push_back({"broken GGUF", std::string("GGUF\x07\0\0\0", 8), {"yaqa::gguf_file: 'bad.imatrix': unsupported GGUF version 7"}});
+  cases.push_back({"broken GGUF",
+                   std::string("GGUF\x07\0\0\0", 8),
+                   {"yaqa::gguf_file: 'bad.imatrix': unsupported GGUF version 7"}});
   for (const auto& c : cases) {
     INFO(c.what);
     const auto msg = thrown_message<format_error>([&] { (void)parse(c.image, "bad.imatrix"); });

@@ -155,9 +155,9 @@ namespace detail {
 //! The non-array alternatives of gguf_value, by exact type.
 template <class X>
 concept gguf_scalar = std::same_as<X, std::uint8_t> || std::same_as<X, std::int8_t> || std::same_as<X, std::uint16_t> ||
-                      std::same_as<X, std::int16_t> || std::same_as<X, std::uint32_t> || std::same_as<X, std::int32_t> ||
-                      std::same_as<X, float> || std::same_as<X, bool> || std::same_as<X, std::string> ||
-                      std::same_as<X, std::uint64_t> || std::same_as<X, std::int64_t> || std::same_as<X, double>;
+    std::same_as<X, std::int16_t> || std::same_as<X, std::uint32_t> || std::same_as<X, std::int32_t> ||
+    std::same_as<X, float> || std::same_as<X, bool> || std::same_as<X, std::string> || std::same_as<X, std::uint64_t> ||
+    std::same_as<X, std::int64_t> || std::same_as<X, double>;
 }  // namespace detail
 
 //! A GGUF array: elements all of `element_type` (arrays of arrays may differ in inner element types).
@@ -266,8 +266,10 @@ inline bool operator==(const gguf_value& a, const gguf_value& b) {
       [&](const auto& x) {
         using X = std::remove_cvref_t<decltype(x)>;
         const X& y = std::get<X>(b.v_);
-        if constexpr (std::is_same_v<X, float>) return std::bit_cast<std::uint32_t>(x) == std::bit_cast<std::uint32_t>(y);
-        else if constexpr (std::is_same_v<X, double>) return std::bit_cast<std::uint64_t>(x) == std::bit_cast<std::uint64_t>(y);
+        if constexpr (std::is_same_v<X, float>)
+          return std::bit_cast<std::uint32_t>(x) == std::bit_cast<std::uint32_t>(y);
+        else if constexpr (std::is_same_v<X, double>)
+          return std::bit_cast<std::uint64_t>(x) == std::bit_cast<std::uint64_t>(y);
         else return x == y;
       },
       a.v_);
@@ -347,7 +349,8 @@ inline std::optional<std::uint64_t> ggml_nbytes(const ggml_type_traits& info, st
   index numel = 1;
   for (index d : ne) {
     if (d < 0) return why = "has a negative dimension", std::nullopt;
-    if (__builtin_mul_overflow(numel, d, &numel)) return why = "has too many elements (overflows 64 bits)", std::nullopt;
+    if (__builtin_mul_overflow(numel, d, &numel))
+      return why = "has too many elements (overflows 64 bits)", std::nullopt;
   }
   const index inner = ne.empty() ? 1 : ne[0];
   if (inner % info.block_size != 0) {
@@ -515,7 +518,9 @@ class gguf_file {
       case gguf_value_type::f64: return num(std::type_identity<double>{});
       case gguf_value_type::boolean: {
         const auto b = c.read<std::uint8_t>("key '", key, "': bool value");
-        if (b > 1) fail(c.st, "key '", key, "': bool value is byte ", unsigned(b), " at offset ", c.pos - 1, "; expected 0 or 1");
+        if (b > 1)
+          fail(c.st, "key '", key, "': bool value is byte ", unsigned(b), " at offset ", c.pos - 1,
+               "; expected 0 or 1");
         return gguf_value(b == 1);
       }
       case gguf_value_type::string: return gguf_value(c.string("key '", key, "': string value"));
@@ -529,8 +534,8 @@ class gguf_file {
         const auto n = c.read<std::uint64_t>("key '", key, "': array length");
         const auto min = detail::gguf_min_size(etype);
         if (n > c.left() / min)
-          fail(c.st, "key '", key, "': array of ", n, " ", etype, " elements needs at least ", min, " bytes each but only ",
-               c.left(), " bytes remain; the file is truncated or the length is corrupt");
+          fail(c.st, "key '", key, "': array of ", n, " ", etype, " elements needs at least ", min,
+               " bytes each but only ", c.left(), " bytes remain; the file is truncated or the length is corrupt");
         std::vector<gguf_value> values;
         values.reserve(std::size_t(n));
         for (std::uint64_t i = 0; i < n; ++i) values.push_back(read_value(c, etype, key, depth + 1, opt));
@@ -603,7 +608,8 @@ class gguf_file {
         fail(st, "tensor '", n, "': n_dims ", n_dims, " exceeds ", gguf_max_dims, " (GGML_MAX_DIMS)");
       for (std::uint32_t d = 0; d < n_dims; ++d) {
         const auto v = c.read<std::uint64_t>("tensor '", n, "': dimension ", d);
-        if (v > std::uint64_t(INT64_MAX)) fail(st, "tensor '", n, "': dimension ", d, " is ", v, " (negative as int64)");
+        if (v > std::uint64_t(INT64_MAX))
+          fail(st, "tensor '", n, "': dimension ", d, " is ", v, " (negative as int64)");
         t.ne.push_back(index(v));
       }
       const auto type_id = c.read<std::uint32_t>("tensor '", n, "': type");
@@ -635,7 +641,8 @@ class gguf_file {
         fail(st, "tensor '", t.name, "': offset ", t.offset, " is not a multiple of the alignment ", al);
       if (t.offset > data_size || *nbytes > data_size - t.offset)
         fail(st, "tensor '", t.name, "': bytes [", t.offset, ", ", t.offset, " + ", *nbytes,
-             ") run past the end of the data section (", data_size, " bytes); the file is truncated or the offset is wrong");
+             ") run past the end of the data section (", data_size,
+             " bytes); the file is truncated or the offset is wrong");
       t.bytes = std::span<const std::byte>(bytes.data() + start + t.offset, std::size_t(*nbytes));
       if (*nbytes > 0) used.emplace_back(t.offset, &t);
     }
@@ -725,10 +732,12 @@ class gguf_writer {
     requires Scalar<std::remove_const_t<T>>
   void add(std::string name, matrix_view<T, host_space> m, ggml_type stored = ggml_type::f32) {
     const auto& info = ggml_traits(stored);
-    detail::require<invalid_argument>(info.element && is_encodable(*info.element), "yaqa::gguf_writer::add: cannot store '",
-                                      name, "' as ", info.name, "; values convert only to F32, F16, BF16 or F64 "
+    detail::require<invalid_argument>(info.element && is_encodable(*info.element),
+                                      "yaqa::gguf_writer::add: cannot store '", name, "' as ", info.name,
+                                      "; values convert only to F32, F16, BF16 or F64 "
                                       "(add already-encoded blocks as bytes)");
-    auto bytes = detail::encode_row_major(matrix_view<const std::remove_const_t<T>>(m.data, m.rows, m.cols, m.ld), *info.element);
+    auto bytes = detail::encode_row_major(matrix_view<const std::remove_const_t<T>>(m.data, m.rows, m.cols, m.ld),
+                                          *info.element);
     auto& e = insert(std::move(name), stored, {m.rows, m.cols}, bytes.size(), "add");
     e.owned = std::move(bytes);
     e.data = e.owned;
@@ -811,7 +820,8 @@ class gguf_writer {
     detail::require<invalid_argument>(!name.empty(), what, ": tensor name must be non-empty");
     detail::require<invalid_argument>(name.size() <= gguf_max_tensor_name, what, ": tensor name '", name, "' is ",
                                       name.size(), " bytes; ggml allows at most ", gguf_max_tensor_name);
-    detail::require<invalid_argument>(!contains(name), what, ": tensor '", name, "' was already added; expected unique names");
+    detail::require<invalid_argument>(!contains(name), what, ": tensor '", name,
+                                      "' was already added; expected unique names");
     const ggml_type_traits* info = ggml_type_info(static_cast<std::uint32_t>(type));
     detail::require<invalid_argument>(info != nullptr, what, ": tensor '", name, "': unknown ggml type id ",
                                       static_cast<std::uint32_t>(type));
@@ -820,8 +830,8 @@ class gguf_writer {
     const std::vector<index> ne(shape.rbegin(), shape.rend());
     std::string why;
     const auto expected = detail::ggml_nbytes(*info, ne, why);
-    detail::require<shape_error>(expected.has_value(), what, ": tensor '", name, "' of type ", info->name, " and shape ",
-                                 detail::shape_string(shape), " ", why);
+    detail::require<shape_error>(expected.has_value(), what, ": tensor '", name, "' of type ", info->name,
+                                 " and shape ", detail::shape_string(shape), " ", why);
     detail::require<shape_error>(*expected == nbytes, what, ": tensor '", name, "' has ", nbytes, " bytes; expected ",
                                  *expected, " (shape ", detail::shape_string(shape), " of ", info->name, ")");
     names_.insert(name);

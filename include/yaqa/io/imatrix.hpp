@@ -69,8 +69,8 @@ struct imatrix {
   }
   [[nodiscard]] const imatrix_entry& at(std::string_view name) const {
     const imatrix_entry* e = find(name);
-    detail::require<format_error>(e != nullptr, "yaqa::imatrix::at: '", source, "' has no entry for '", name, "' (it has ",
-                                  entries.size(), " entries)");
+    detail::require<format_error>(e != nullptr, "yaqa::imatrix::at: '", source, "' has no entry for '", name,
+                                  "' (it has ", entries.size(), " entries)");
     return *e;
   }
 };
@@ -128,8 +128,8 @@ inline imatrix imatrix_from_gguf(const gguf_file& f) {
     const auto* sums = pc.first;
     const auto* counts = pc.second;
     if (!sums || !counts)
-      imatrix_fail(src, "weight '", name, "' has ", sums ? "'.in_sum2' but no '.counts'" : "'.counts' but no '.in_sum2'",
-                   " tensor; expected both");
+      imatrix_fail(src, "weight '", name, "' has ",
+                   sums ? "'.in_sum2' but no '.counts'" : "'.counts' but no '.in_sum2'", " tensor; expected both");
     for (const auto* t : {sums, counts})
       if (t->type != ggml_type::f32) imatrix_fail(src, "tensor '", t->name, "' is ", t->type, "; expected F32");
     if (sums->ne.size() < 1 || sums->ne.size() > 2)
@@ -168,7 +168,8 @@ inline imatrix imatrix_from_legacy(std::span<const std::byte> b, std::string_vie
   std::size_t pos = 0;
   auto i32 = [&](auto&&... what) {
     if (b.size() - pos < 4)
-      imatrix_fail(src, "truncated: ", what..., " needs 4 bytes at offset ", pos, " but only ", b.size() - pos, " remain");
+      imatrix_fail(src, "truncated: ", what..., " needs 4 bytes at offset ", pos, " but only ", b.size() - pos,
+                   " remain");
     const auto v = std::int32_t(load_le<std::uint32_t>(b.data() + pos));
     pos += 4;
     return v;
