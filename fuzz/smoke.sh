@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 build=${1:-build-fuzz}
 seconds=${2:-60}
 jobs=${3:-$(nproc)}
-harnesses=(safetensors npy cli)
+harnesses=(safetensors npy gguf cli)
 tests=${4:-build}
 
 t0=$(date +%s)
@@ -23,10 +23,10 @@ seed_targets=()
 cmake --build "$build" -j "$jobs" --target "${seed_targets[@]}" "${harnesses[@]/#/fuzz_}"
 t1=$(date +%s)
 
-# Seeds: every file the safetensors and npy tests build, valid (every dtype) and corrupt, and
+# Seeds: every file the safetensors, npy, GGUF and imatrix tests build, valid and corrupt, and
 # every command line the CLI tests parse.
 rm -rf "$build/seeds"
-YAQA_FUZZ_SEED_DIR="$build/seeds" "$tests/bin/yaqa_tests_io" "[safetensors],[npy]" >/dev/null
+YAQA_FUZZ_SEED_DIR="$build/seeds" "$tests/bin/yaqa_tests_io" "[safetensors],[npy],[gguf],[imatrix]" >/dev/null
 YAQA_FUZZ_SEED_DIR="$build/seeds" "$tests/bin/yaqa_tests_cli" "[cli]" >/dev/null  # command lines
 mkdir -p "$build/seeds/cli"
 printf '\001fc.weight\nfc.weight.b.H_in\nfc.weight.b.H_out\nfc.weight.H\nfc.weight.a.x.H_in' >"$build/seeds/cli/names"

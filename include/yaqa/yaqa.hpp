@@ -1,7 +1,7 @@
 #pragma once
 //! \file
 //! The CPU umbrella header: core, quantizers, Hessian sketches, factor solvers, rounding, file I/O
-//! (safetensors, .npy) and the CPU backend. Never includes a CUDA header (checked by a test); see <yaqa/cuda.hpp> for CUDA.
+//! (safetensors, .npy, GGUF, llama.cpp imatrix) and the CPU backend. Never includes a CUDA header (checked by a test); see <yaqa/cuda.hpp> for CUDA.
 #include <yaqa/core/concepts.hpp>
 #include <yaqa/core/config.hpp>
 #include <yaqa/core/eigen.hpp>
@@ -35,7 +35,9 @@
 #include <yaqa/io/dtype.hpp>
 #include <yaqa/io/file.hpp>
 #include <yaqa/io/float16.hpp>
+#include <yaqa/io/gguf.hpp>
 #include <yaqa/io/hessian_file.hpp>
+#include <yaqa/io/imatrix.hpp>
 #include <yaqa/io/npy.hpp>
 #include <yaqa/io/safetensors.hpp>
 #include <yaqa/io/tensor.hpp>
