@@ -231,6 +231,21 @@ bool lower_inverse_columns(const cpu_backend& cb, const matrix<double>& k, Store
   return std::all_of(ok.begin(), ok.end(), [](char g) { return g != 0; });
 }
 
+//! A gptq_factor_columns store that writes column j of U through at(i, j) (a T&), in T, and
+//! reports whether every entry was finite.
+template <class T, class At>
+auto gptq_store(At at) {
+  return [at](index j, auto&& col) {
+    bool good = true;
+    for (index i = 0; i <= j; ++i) {
+      const double v = col(i);
+      good = good && std::isfinite(v);
+      at(i, j) = T(v);
+    }
+    return good;
+  };
+}
+
 //! GPTQ's inverse factor column by column (see gptq_inverse_factor): the damping ladder over
 //! J (H + damp I) J = K K^T, then U = J K^{-1} J. `load(a, damp)` writes the lower triangle of
 //! J (H + damp I) J into a; `store(j, u)` receives column j of U (u(i) = U(i, j) for i <= j) and
@@ -484,15 +499,7 @@ result<gptq_factor<T>> gptq_inverse_factor(const B& b, matrix_view<const T> h,
   const detail::ladder_outcome o = detail::gptq_factor_columns(
       b, n, damping_schedule(st.mean_diag, st.max_abs_diag, opts),
       [&](matrix<double>& a, double damp) { detail::load_damped(detail::host_loops(b), h, a, damp, true); },
-      [&](index j, auto&& col) {
-        bool good = true;
-        for (index i = 0; i <= j; ++i) {
-          const double v = col(i);
-          good = good && std::isfinite(v);
-          u(i, j) = T(v);
-        }
-        return good;
-      });
+      detail::gptq_store<T>([&](index i, index j) -> T& { return u(i, j); }));
   if (!o.ok) return detail::ladder_failure(what, n, o, st.mean_diag, true);
   return gptq_factor<T>{std::move(u), o.damp, o.attempts};
 }

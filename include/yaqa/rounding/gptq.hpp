@@ -161,23 +161,12 @@ gptq_setup<Q> gptq_prepare(const char* what, const B& be, const Q& q, matrix_vie
     res.attempts = f.attempts;
     res.damp = f.last_damp;
   } else if (n > 0) {
-    const auto store = [&](auto&& at) {  // column j of U into at(i, j), checked finite
-      return [&, at](index j, auto&& col) {
-        bool good = true;
-        for (index i = 0; i <= j; ++i) {
-          const double v = col(i);
-          good = good && std::isfinite(v);
-          at(i, j) = T(v);
-        }
-        return good;
-      };
-    };
     const auto load = [&](matrix<double>& a, double damp) { gptq_load(host, h, res.perm, dead, a, damp); };
     const auto sched = damping_schedule(st.mean_diag, st.max_abs_diag, opt.damping);
     const detail::ladder_outcome o =
         layout == gptq_u_layout::dense
-            ? detail::gptq_factor_columns(be, n, sched, load, store([&](index i, index j) -> T& { return s.U(i, j); }))
-            : detail::gptq_factor_columns(be, n, sched, load, store([&](index i, index j) -> T& { return s.Up(i, j); }));
+            ? detail::gptq_factor_columns(be, n, sched, load, gptq_store<T>([&](index i, index j) -> T& { return s.U(i, j); }))
+            : detail::gptq_factor_columns(be, n, sched, load, gptq_store<T>([&](index i, index j) -> T& { return s.Up(i, j); }));
     res.damp = o.damp;
     res.attempts = o.attempts;
     if (!o.ok) {
