@@ -2,6 +2,7 @@
 // when no device is usable; a CUDA-only binary (YAQA_TEST_CUDA_ONLY) then exits with 77, which
 // CTest maps to "skipped" (Catch2 2.13 has no SKIP and would report "passed").
 #define CATCH_CONFIG_RUNNER
+#include <Eigen/Core>
 #include <catch2/catch.hpp>
 
 #if defined(YAQA_HAS_CUDA)
@@ -25,6 +26,11 @@ bool cuda_device_usable() {
 }  // namespace yaqa::test
 
 int main(int argc, char* argv[]) {
+  // The tests' oracles are plain Eigen products, which Eigen runs on its own OpenMP team whose
+  // threads spin at every barrier: under ctest -j2 on 2 cores two such tests starved each other
+  // (a 0.9 s coordinate-descent test took 92 s). The library's heavy products split their work
+  // themselves (backend/cpu/ops.hpp), so this changes mainly the oracles.
+  Eigen::setNbThreads(1);
   Catch::Session session;
   if (const int rc = session.applyCommandLine(argc, argv); rc != 0) return rc;
   const bool usable = yaqa::test::cuda_device_usable();

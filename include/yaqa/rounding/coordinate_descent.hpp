@@ -255,13 +255,20 @@ index cd_tile(const cd_context<Q>& cx, index i0, index hb, index s0, index wb, R
   return changed;
 }
 
+//! Strips with fewer elements than this run on one thread: a sweep opens one parallel region per
+//! strip, and for small layers the region's barrier costs more than the strip (under load, when
+//! a team thread is descheduled, a whole time slice: a 0.4 s test took 34 s beside another one).
+inline constexpr index cd_parallel_min_elements = index{1} << 16;
+
 //! Runs f(tile, row0, rows) for the row blocks of [0, m) in parallel on a fixed partition (each
-//! block's work does not depend on the thread that runs it). Exceptions are carried out.
+//! block's work does not depend on the thread that runs it, so neither do the results), serially
+//! when the strip's `elements` are fewer than cd_parallel_min_elements. Exceptions are carried out.
 template <class F>
-void cd_parallel_blocks(const cpu_backend& host, index m, index br, F&& f) {
+void cd_parallel_blocks(const cpu_backend& host, index m, index br, index elements, F&& f) {
   std::exception_ptr err;
   std::mutex mu;
-  parallel_chunks(host, m, br, [&](index r0, index h) {
+  const cpu_backend team = elements < cd_parallel_min_elements ? cpu_backend{1} : host;
+  parallel_chunks(team, m, br, [&](index r0, index h) {
     try {
       f(r0 / br, r0, h);
     } catch (...) {
@@ -403,7 +410,7 @@ cd_report coordinate_descent(const B& b, const Q& q, matrix_view<const scalar_of
         // each applies its own changes to its columns of Rt: Rt[:, I] += H_in[:, S] D_tileᵀ.
         const index blocks = (m + br - 1) / br;
         std::vector<index> counts(static_cast<std::size_t>(blocks), 0);
-        detail::cd_parallel_blocks(host, m, br, [&](index t, index i0, index hb) {
+        detail::cd_parallel_blocks(host, m, br, m * wb, [&](index t, index i0, index hb) {
           matrix<double> rt = Rt.block(s0, i0, wb, hb).transpose();
           matrix<double> dt = matrix<double>::Zero(hb, wb);
           detail::cd_moved moved;

@@ -60,6 +60,10 @@ void parallel_chunks(const cpu_backend& b, index extent, index width, F&& f) {
 #endif
 }
 
+//! Multiply-adds below which backend_ops<cpu_backend>::gemm stays on one thread (about 2 MFLOP,
+//! some tens of microseconds on one core).
+inline constexpr double gemm_parallel_min_macs = double(1 << 20);
+
 template <class T>
 void scale_in_place(Eigen::Ref<matrix<T>, 0, Eigen::OuterStride<>> c, T beta) {
   if (beta == T(0))
@@ -105,15 +109,19 @@ struct backend_ops<cpu_backend> {
     auto A = as_eigen(a);
     auto B = as_eigen(bm);
     auto C = as_eigen(c);
+    // A small product runs its chunks on one thread: a parallel region's barrier costs more than
+    // the product, and under load (a team thread descheduled) a whole time slice. The chunks and
+    // hence the bits are the same either way.
+    const cpu_backend team = double(m) * double(n) * double(ak) < detail::gemm_parallel_min_macs ? cpu_backend{1} : b;
     auto run = [&](auto&& opA, auto&& opB) {
       if (n >= m) {
-        detail::parallel_chunks(b, n, detail::chunk_width(n), [&](index c0, index w) {
+        detail::parallel_chunks(team, n, detail::chunk_width(n), [&](index c0, index w) {
           auto blk = C.middleCols(c0, w);
           detail::scale_in_place<T>(blk, beta);
           if (ak > 0 && alpha != T(0)) blk.noalias() += alpha * opA * opB.middleCols(c0, w);
         });
       } else {
-        detail::parallel_chunks(b, m, detail::chunk_width(m), [&](index r0, index h) {
+        detail::parallel_chunks(team, m, detail::chunk_width(m), [&](index r0, index h) {
           auto blk = C.middleRows(r0, h);
           detail::scale_in_place<T>(blk, beta);
           if (ak > 0 && alpha != T(0)) blk.noalias() += alpha * opA.middleRows(r0, h) * opB;
