@@ -31,8 +31,9 @@ def skip(reason):
     sys.exit(SKIP)
 
 
-def ensure_gguf(venv_dir):
-    """Re-executes this script in VENV_DIR's python, creating the venv and installing gguf first."""
+def ensure_gguf(venv_dir, script=None):
+    """Re-executes `script` (default: this one) in VENV_DIR's python, creating the venv and installing gguf
+    first."""
     inside = os.environ.get("YAQA_GGUF_VENV_ACTIVE") == "1"
     try:
         import gguf  # noqa: F401
@@ -63,7 +64,7 @@ def ensure_gguf(venv_dir):
             skip(f"cannot install gguf=={GGUF_VERSION} with pip into {venv_dir}: {r.stderr.strip()[-500:]}")
     env = dict(os.environ, YAQA_GGUF_VENV_ACTIVE="1")
     sys.stdout.flush()
-    os.execve(py, [py, os.path.abspath(__file__)] + sys.argv[1:], env)
+    os.execve(py, [py, os.path.abspath(script or __file__)] + sys.argv[1:], env)
 
 
 def f32(x):

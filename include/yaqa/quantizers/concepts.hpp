@@ -16,6 +16,7 @@
 //!   (r / unit_rows) x (c / unit_cols) column-major matrix.
 #include <concepts>
 #include <type_traits>
+#include <vector>
 
 #include <yaqa/core/concepts.hpp>
 #include <yaqa/core/config.hpp>
@@ -67,6 +68,17 @@ struct learnable_clipping {};
 
 template <class Q, class Prop>
 inline constexpr bool quantizer_property = false;
+
+//! The quantizer fits all parameter groups of a matrix at once: `q.fit_all(w)` (w the whole
+//! m x n matrix) returns one params_type per group of group_cols(n) columns. For quantizers whose
+//! groups share state (GGUF K-quants: the sub-block scales of a 256-wide super-block are
+//! quantized against one super-block scale) or read per-column data (an importance vector).
+//! Drivers fit through it whenever it exists, and GPTQ then fits its groups up front (static
+//! groups) instead of lazily.
+template <class Q>
+concept joint_fit = Quantizer<Q> && requires(const Q& q, matrix_view<const typename Q::scalar_type> w) {
+  { q.fit_all(w) } -> std::same_as<std::vector<typename Q::params_type>>;
+};
 
 template <class Q, class... Props>
 concept quantizer_with = Quantizer<Q> && (quantizer_property<Q, Props> && ...);

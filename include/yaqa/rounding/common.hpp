@@ -64,10 +64,16 @@ inline void check_param_count(const char* what, std::size_t given, index expecte
           expected, " (one per group of input columns)");
 }
 
-//! Fits one params per group from w (GPTQ "static groups"): params[k] from columns [k g, (k+1) g).
+//! Fits one params per group from w (GPTQ "static groups"): params[k] from columns [k g, (k+1) g),
+//! or all at once through q.fit_all(w) for a joint_fit quantizer.
 template <Quantizer Q>
 std::vector<typename Q::params_type> fit_groups(const Q& q, matrix_view<const scalar_of<Q>> w,
                                                 index g) {
+  if constexpr (joint_fit<Q>) {
+    auto p = q.fit_all(w);
+    check_param_count("yaqa: the quantizer's fit_all", p.size(), w.cols / g);
+    return p;
+  }
   std::vector<typename Q::params_type> p;
   p.reserve(static_cast<std::size_t>(w.cols / g));
   for (index c = 0; c < w.cols; c += g) p.push_back(q.fit(w.col_block(c, g)));

@@ -187,7 +187,8 @@ gptq_setup<Q> gptq_prepare(const char* what, const B& be, const Q& q, matrix_vie
   // W: dead columns zeroed; parameters fitted from it before the permutation.
   s.W = as_eigen(w);
   for (index i : res.dead) s.W.col(i).setZero();
-  s.lazy = !opt.static_groups && s.g != n && preset == nullptr;
+  // A joint_fit quantizer fits its groups together (GGUF super-blocks): always up front.
+  s.lazy = !opt.static_groups && !joint_fit<Q> && s.g != n && preset == nullptr;
   if (preset) {  // given parameters (a learned grid): static-group semantics
     check_param_count(what, preset->size(), n / s.g);
     s.params = *preset;

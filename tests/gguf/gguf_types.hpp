@@ -1,0 +1,19 @@
+#pragma once
+// Every GGUF quantizer the tests cover, by ggml type name: for_each_gguf_type(f) calls
+// f(name, std::type_identity<Q<float>>{}) and f(name, std::type_identity<Q<double>>{}) is left
+// to the tests that want it. Add one line per quantizer type.
+#include <string_view>
+#include <type_traits>
+
+#include <yaqa/quantizers/gguf/gguf.hpp>
+
+namespace yaqa::test {
+
+template <class F>
+void for_each_gguf_type(F&& f) {
+  // (name, quantizer) pairs; keep in ggml type id order.
+  // Example: f(std::string_view("Q8_0"), std::type_identity<gguf_q8_0<float>>{});
+  (void)f;
+}
+
+}  // namespace yaqa::test
