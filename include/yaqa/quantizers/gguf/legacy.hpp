@@ -19,7 +19,8 @@
 //!     Q5_0 code = min(31, trunc(x id + 16.5)). RTN therefore reproduces gguf-py's bytes.
 //!   - with importance (quantize_row_q4_0_impl / q5_0_impl with quant_weights): sigma2 = the
 //!     row's mean x^2, weights qw_j sqrt(sigma2 + x_j^2), d = make_qx_quants(32, 8 (16), x, w)
-//!     (see symmetric_fit.hpp). Codes are then picked nearest to x / fp16(d), clamped: the
+//!     (see symmetric_fit.hpp). Codes are then picked nearest to x / fp16(d), clamped (code 0
+//!     where fp16(d) == 0, as the reference leaves an all-zero block): the
 //!     reference keeps the levels of its search (rounded against the unrounded trial scale);
 //!     given the stored d, nearest is never worse, and it makes recon a fixed point of quantize().
 //!     Q8_0 has no importance path in llama.cpp: its importance is ignored (but checked).
@@ -270,7 +271,7 @@ class gguf_legacy {
       constexpr int nmax = traits::nmax;
       if (p.nearest) {
         const float d = p.scale[rr];
-        if (d == 0.f) return traits::zero_code;
+        if (d == 0.f) return code_type{0};  // as the reference, whose search leaves an all-zero block at level -nmax
         return static_cast<code_type>(gguf_nearest_clamped(x / d, -nmax, nmax - 1) + nmax);
       }
       float q = std::trunc(gguf_mul(x, p.inv[rr]) + (static_cast<float>(nmax) + 0.5f));

@@ -19,7 +19,8 @@
 //!     sub-scales themselves by d = make_qx_quants(16, 32, s, sw) (sw_k = the sub-block's weight
 //!     sum), l_k its levels + 32, the block storing fp16(d).
 //! quantize(), as the reference's final pass: level = nearest_int(x / (fp16(d) sc)) clamped to
-//! [-4, 3]; a sub-block whose effective scale is 0 gets level 0.
+//! [-4, 3]; a sub-block whose effective scale is 0 gets code 0 (the lowest level, as the reference
+//! leaves an all-zero sub-block; every level dequantizes to 0 there).
 #include <algorithm>
 #include <cmath>
 #include <cstddef>

@@ -15,8 +15,8 @@
 //!     (d = 0, all sc = 0); else iscale = -128 / max_scale, d = fp16(1 / iscale),
 //!     sc_k = min(127, nearest_int(iscale s_k)).
 //! quantize(), as the reference's final pass: level = nearest_int(x / (fp16(d) sc)) clamped to
-//! [-32, 31]; a sub-block whose effective scale is 0 gets level 0 (the reference leaves the
-//! levels of its search there; every level dequantizes to 0 anyway).
+//! [-32, 31]; a sub-block whose effective scale is 0 gets code 0 (the lowest level, as the reference
+//! leaves an all-zero sub-block; every level dequantizes to 0 there).
 #include <algorithm>
 #include <cmath>
 #include <cstddef>

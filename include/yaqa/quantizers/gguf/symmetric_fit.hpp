@@ -273,7 +273,8 @@ void gguf_check_param_rows(const char* what, const std::vector<P>& p, index m) {
 //!     scales (eff = the effective sub-block scales as dequantization computes them),
 //!   pack(codes[256], d_bits, sub[16], block bytes), unpack(block bytes, float out[256]).
 //! Codes are picked as the reference does once the scales are known: level = nearest_int(x / eff)
-//! clamped to [qmin, qmax]; a sub-block with eff == 0 gets level 0. recon = eff * level.
+//! clamped to [qmin, qmax]; a sub-block with eff == 0 gets code 0 (level qmin), as the reference
+//! leaves an all-zero sub-block or super-block. recon = eff * level.
 template <Scalar T, class Traits>
 class gguf_sub_block_quantizer {
  public:
@@ -350,10 +351,10 @@ class gguf_sub_block_quantizer {
     check_quantize_args<1, 1>(Traits::name, target, row0, p.rows(), recon, codes);
     constexpr int qmin = Traits::qmin, qmax = Traits::qmax;
     gguf_quantize_loop(
-        Traits::name, target, row0, recon, codes, static_cast<code_type>(-qmin),
+        Traits::name, target, row0, recon, codes, code_type{0},
         [&](float x, index r) {
           const float d = p.scale[static_cast<std::size_t>(r)];
-          if (d == 0.f) return static_cast<code_type>(-qmin);
+          if (d == 0.f) return code_type{0};
           return static_cast<code_type>(gguf_nearest_clamped(x / d, qmin, qmax) - qmin);
         },
         [&](code_type c, index r) { return value(c, p, r); });
