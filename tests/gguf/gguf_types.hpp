@@ -13,7 +13,9 @@ template <class F>
 void for_each_gguf_type(F&& f) {
   // (name, quantizer) pairs; keep in ggml type id order.
   // Example: f(std::string_view("Q8_0"), std::type_identity<gguf_q8_0<float>>{});
-  (void)f;
+  f(std::string_view("Q2_K"), std::type_identity<gguf_q2_k<float>>{});
+  f(std::string_view("Q4_K"), std::type_identity<gguf_q4_k<float>>{});
+  f(std::string_view("Q5_K"), std::type_identity<gguf_q5_k<float>>{});
 }
 
 }  // namespace yaqa::test
