@@ -83,9 +83,9 @@ void check_k_fit_matches_reference(const Q& q, const matrix<typename Q::scalar_t
         const auto& p = params[static_cast<std::size_t>(b * spb + k)];
         const bool same = p.d[r] == f.d && p.dmin[r] == f.dmin && int(p.sc[r]) == f.sc[k] && int(p.m[r]) == f.m[k];
         if (!same) {
-          UNSCOPED_INFO("row " << i << " super-block " << b << " sub " << k << ": d " << p.d[r] << "/" << f.d << " dmin "
-                               << p.dmin[r] << "/" << f.dmin << " sc " << int(p.sc[r]) << "/" << f.sc[k] << " m "
-                               << int(p.m[r]) << "/" << f.m[k]);
+          UNSCOPED_INFO("row " << i << " super-block " << b << " sub " << k << ": d " << p.d[r] << "/" << f.d
+                                << " dmin " << p.dmin[r] << "/" << f.dmin << " sc " << int(p.sc[r]) << "/"
+                                << f.sc[k] << " m " << int(p.m[r]) << "/" << f.m[k]);
         }
         mismatches += !same;
         CHECK(p.scale[r] == f16_to_float(f.d) * float(f.sc[k]));

@@ -62,7 +62,8 @@ TEST_CASE("gguf Q2_K: fitted scales equal a transcription of llama.cpp's fit", "
     gguf_quant_options o;
     if (imp) o.importance = gguf_test_importance(768, 8);
     const matrix<float> w = gguf_test_weights<float>(5, 768, 9);
-    check_k_fit_matches_reference(gguf_q2_k<float>(o), w, [](const float* x, const float* qw) { return kref::fit_q2(x, qw); });
+    check_k_fit_matches_reference(gguf_q2_k<float>(o), w,
+                                  [](const float* x, const float* qw) { return kref::fit_q2(x, qw); });
   }
 }
 

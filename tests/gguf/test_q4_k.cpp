@@ -2,6 +2,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -27,6 +28,12 @@ TEMPLATE_TEST_CASE("gguf Q4_K / Q5_K: basic properties", "[gguf][q4_k]", gguf_q4
   matrix<typename TestType::scalar_type> w = gguf_test_weights<typename TestType::scalar_type>(2, 256, 1);
   CHECK_THROWS_AS(q.fit(view(w).col_block(0, 32)), invalid_argument);
   CHECK_THROWS_WITH(q.fit(view(w).col_block(0, 32)), Catch::Contains("fit_all"));
+  w(1, 40) = typename TestType::scalar_type(1e9);  // d = max scale / 63 beyond fp16
+  CHECK_THROWS_WITH(q.fit_all(view(w)), Catch::Contains("overflows fp16"));
+  if constexpr (std::is_same_v<typename TestType::scalar_type, double>) {
+    w(1, 40) = 1e300;
+    CHECK_THROWS_AS(q.fit_all(view(w)), non_finite_error);
+  }
 }
 
 TEMPLATE_TEST_CASE("gguf Q4_K / Q5_K: generic checks, float and double, with and without importance",

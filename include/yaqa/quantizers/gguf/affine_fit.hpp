@@ -23,8 +23,10 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <yaqa/core/config.hpp>
@@ -348,6 +350,12 @@ class gguf_scale_min_quantizer {
     check_finite(w_what, "w", w);
     check_importance(w_what, opt_.importance, w.cols);
     const index m = w.rows, n = w.cols, nb = n / block_size, spb = block_size / F::sub;
+    if constexpr (!std::is_same_v<T, float>) {
+      for (index j = 0; j < n; ++j)
+        for (index i = 0; i < m; ++i)
+          require<non_finite_error>(std::abs(w(i, j)) <= T(std::numeric_limits<float>::max()), w_what, ": w(", i,
+                                    ", ", j, ") = ", w(i, j), " is beyond float's range (the fit runs in float)");
+    }
     std::vector<params_type> p(static_cast<std::size_t>(n / F::sub));
     for (auto& g : p) g.resize(m);
     const float* imp = opt_.importance.empty() ? nullptr : opt_.importance.data();
@@ -367,6 +375,16 @@ class gguf_scale_min_quantizer {
                             s.m[static_cast<std::size_t>(k)]);
       }
     }
+    // fp16 d / dmin overflow (|w| beyond about 65504 times the largest code): no usable block.
+    for (index g = 0; g < n / F::sub; ++g)
+      for (index i = 0; i < m; ++i) {
+        const params_type& pg = p[static_cast<std::size_t>(g)];
+        const auto r = static_cast<std::size_t>(i);
+        require<non_finite_error>((pg.d[r] & 0x7c00u) != 0x7c00u && (pg.dmin[r] & 0x7c00u) != 0x7c00u, w_what,
+                                  ": row ", i, ", columns [", g * F::sub, ", ", (g + 1) * F::sub, "): the super-block "
+                                  "scale d or dmin overflows fp16; the weights are too large for ",
+                                  ggml_traits(type).name);
+      }
     return p;
   }
 
@@ -398,7 +416,8 @@ class gguf_scale_min_quantizer {
       require<shape_error>(p[g].rows() == m && p[g].min.size() == p[g].scale.size() &&
                                p[g].d.size() == p[g].scale.size() && p[g].dmin.size() == p[g].scale.size() &&
                                p[g].sc.size() == p[g].scale.size() && p[g].m.size() == p[g].scale.size(),
-                           e_what, ": parameter group ", g, " has ", p[g].rows(), " rows (or inconsistent fields); the codes have ", m);
+                           e_what, ": parameter group ", g, " has ", p[g].rows(),
+                           " rows (or fields of different lengths); the codes have ", m);
     const index nb = n / block_size, spb = block_size / F::sub;
     const auto tsize = static_cast<std::size_t>(ggml_traits(type).type_size);
     const int maxq = (1 << F::bits) - 1;
@@ -424,7 +443,8 @@ class gguf_scale_min_quantizer {
           require(int(c) <= maxq, e_what, ": code ", int(c), " at (", i, ", ", b * block_size + k, ") exceeds ", maxq);
           q[static_cast<std::size_t>(k)] = c;
         }
-        F::encode_block(s, q.data(), out.data() + (r * static_cast<std::size_t>(nb) + static_cast<std::size_t>(b)) * tsize);
+        const std::size_t blk = r * static_cast<std::size_t>(nb) + static_cast<std::size_t>(b);
+        F::encode_block(s, q.data(), out.data() + blk * tsize);
       }
   }
 
@@ -442,8 +462,8 @@ class gguf_scale_min_quantizer {
     std::array<float, 256> v{};
     for (index i = 0; i < rows; ++i)
       for (index b = 0; b < nb; ++b) {
-        F::decode_block(in.data() + (static_cast<std::size_t>(i) * static_cast<std::size_t>(nb) + static_cast<std::size_t>(b)) * tsize,
-                        v.data());
+        const auto blk = static_cast<std::size_t>(i * nb + b);
+        F::decode_block(in.data() + blk * tsize, v.data());
         for (index k = 0; k < block_size; ++k) out(i, b * block_size + k) = v[static_cast<std::size_t>(k)];
       }
     return out;

@@ -66,7 +66,8 @@ struct q2_k_format {
       if (max_min > 0) {
         const float iscale = q4scale / max_min;
         for (int j = 0; j < 16; ++j)
-          bytes[j] = static_cast<std::uint8_t>(bytes[j] | static_cast<std::uint8_t>(gguf_nearest_int(iscale * mins[j]) << 4));
+          bytes[j] = static_cast<std::uint8_t>(bytes[j] |
+                                               static_cast<std::uint8_t>(gguf_nearest_int(iscale * mins[j]) << 4));
         out.dmin = to_f16_bits(max_min / q4scale);
       } else {
         out.dmin = to_f16_bits(0.f);
@@ -103,7 +104,8 @@ struct q2_k_format {
     for (int h = 0; h < 2; ++h)
       for (int l = 0; l < 32; ++l) {
         const std::uint8_t* c = q + 128 * h + l;
-        out[16 + 32 * h + l] = static_cast<std::byte>((c[0] & 3) | ((c[32] & 3) << 2) | ((c[64] & 3) << 4) | ((c[96] & 3) << 6));
+        out[16 + 32 * h + l] =
+            static_cast<std::byte>((c[0] & 3) | ((c[32] & 3) << 2) | ((c[64] & 3) << 4) | ((c[96] & 3) << 6));
       }
     put_u16_le(out + 80, s.d);
     put_u16_le(out + 82, s.dmin);
