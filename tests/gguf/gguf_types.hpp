@@ -15,7 +15,10 @@ void for_each_gguf_type(F&& f) {
   f(std::string_view("Q4_0"), std::type_identity<gguf_q4_0<float>>{});
   f(std::string_view("Q5_0"), std::type_identity<gguf_q5_0<float>>{});
   f(std::string_view("Q8_0"), std::type_identity<gguf_q8_0<float>>{});
+  f(std::string_view("Q2_K"), std::type_identity<gguf_q2_k<float>>{});
   f(std::string_view("Q3_K"), std::type_identity<gguf_q3_k<float>>{});
+  f(std::string_view("Q4_K"), std::type_identity<gguf_q4_k<float>>{});
+  f(std::string_view("Q5_K"), std::type_identity<gguf_q5_k<float>>{});
   f(std::string_view("Q6_K"), std::type_identity<gguf_q6_k<float>>{});
   f(std::string_view("IQ4_NL"), std::type_identity<gguf_iq4_nl<float>>{});
 }
