@@ -17,6 +17,11 @@
 //! added to something goes through detail::round_to_type, so the compiler never contracts it into
 //! an FMA: the results are those of the reference compiled without contraction, on every CPU.
 //! round is llama.cpp's nearest_int: to nearest, ties to even.
+//!
+//! Also here: detail::gguf_sub_block_quantizer, the Quantizer that Q6_K and Q3_K are (fit_all over
+//! super-blocks, fixed-scale quantize, encode / decode through the type's traits), and the
+//! quantize() loop and byte helpers all six types use. fit_all runs rows in parallel (OpenMP; each
+//! row is fitted on its own, so the results do not depend on the thread count).
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
