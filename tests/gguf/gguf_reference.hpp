@@ -152,7 +152,8 @@ inline std::vector<std::uint8_t> q8_0_row(const float* x, int k) {
     const float id = d ? 1.0f / d : 0.0f;
     std::uint8_t* b = y.data() + 34 * i;
     put16(b, fp16(d));
-    for (int j = 0; j < 32; ++j) b[2 + j] = static_cast<std::uint8_t>(static_cast<std::int8_t>(std::round(x[32 * i + j] * id)));
+    for (int j = 0; j < 32; ++j)
+      b[2 + j] = static_cast<std::uint8_t>(static_cast<std::int8_t>(std::round(x[32 * i + j] * id)));
   }
   return y;
 }
@@ -375,7 +376,8 @@ inline std::vector<std::uint8_t> q3_k_row(const float* x, int k, const float* qw
       const float sigma2 = 2 * sum_x2(256, x) / 256;
       float weight[16], sw[16];
       for (int j = 0; j < 16; ++j) {
-        for (int l = 0; l < 16; ++l) weight[l] = qwb[16 * j + l] * std::sqrt(sigma2 + ref_mul(x[16 * j + l], x[16 * j + l]));
+        for (int l = 0; l < 16; ++l)
+          weight[l] = qwb[16 * j + l] * std::sqrt(sigma2 + ref_mul(x[16 * j + l], x[16 * j + l]));
         float sumw = 0;
         for (int l = 0; l < 16; ++l) sumw += weight[l];
         sw[j] = sumw;
@@ -419,7 +421,8 @@ inline std::vector<std::uint8_t> q3_k_row(const float* x, int k, const float* qw
     }
     for (int j = 0; j < 256; j += 128)
       for (int l = 0; l < 32; ++l)
-        qs[j / 4 + l] = static_cast<std::uint8_t>(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+        qs[j / 4 + l] =
+            static_cast<std::uint8_t>(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
   }
   return out;
 }

@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <random>
+#include <span>
 #include <type_traits>
 #include <vector>
 
@@ -11,6 +13,7 @@
 #include <gguf/gguf_checks.hpp>
 #include <gguf/gguf_reference.hpp>
 #include <yaqa/quantizers/gguf/q3_k.hpp>
+#include <yaqa/rounding/gptq.hpp>
 
 // Inside namespace yaqa: `index` is yaqa::index, not POSIX index().
 namespace yaqa {
@@ -137,6 +140,48 @@ TEST_CASE("gguf Q3_K: the importance fit lowers the importance-weighted error", 
   const double imp = weighted(rtn(gguf_q3_k<float>(o), view(w)).weights);
   INFO("uniform " << uni << " importance " << imp);
   CHECK(imp < uni);
+}
+
+TEST_CASE("gguf Q3_K: GPTQ (with and without act-order) rounds onto the fitted scales and encodes", "[gguf]") {
+  const index m = 6, n = 512;
+  const matrix<float> w = test::gguf_test_weights<float>(m, n, 251);
+  std::mt19937_64 g(252);
+  std::normal_distribution<double> nd(0, 1);
+  matrix<double> a(n, n / 2);
+  for (index j = 0; j < a.cols(); ++j)
+    for (index i = 0; i < n; ++i) a(i, j) = nd(g);
+  matrix<double> h = a * a.transpose() / double(a.cols());
+  h.diagonal().array() += 0.05;
+  const matrix<float> hf = h.cast<float>();
+  gguf_quant_options o;
+  o.importance.resize(std::size_t(n));
+  for (index j = 0; j < n; ++j) o.importance[std::size_t(j)] = float(h(j, j));
+  const gguf_q3_k<float> q(o);
+  const auto r_rtn = rtn(q, view(w));
+  auto proxy = [&](const matrix<float>& wh) {
+    const matrix<double> d = (wh - w).cast<double>();
+    return (d * h * d.transpose()).trace();
+  };
+  for (const bool act : {false, true}) {
+    INFO("act_order " << act);
+    gptq_options opt;
+    opt.act_order = act;
+    const auto r = gptq(q, view(w), view(hf), opt);
+    REQUIRE(r.feedback);
+    CHECK(r.group_index.empty());
+    REQUIRE(r.params.size() == r_rtn.params.size());
+    for (std::size_t k = 0; k < r.params.size(); ++k) CHECK(r.params[k].d_bits == r_rtn.params[k].d_bits);
+    const auto bytes = gguf_encode(q, r);
+    CHECK(gguf_q3_k<float>::decode(bytes, m, n) == r.weights);
+    CHECK(proxy(r.weights) < 0.9 * proxy(r_rtn.weights));
+  }
+  // params of different fits mixed within a super-block are refused
+  auto mixed = r_rtn.params;
+  const auto other = gguf_q3_k<float>{}.fit_all(view(w));
+  mixed[3] = other[3];
+  std::vector<std::byte> out(std::size_t(m) * detail::gguf_row_bytes(ggml_type::q3_k, n));
+  if (mixed[3].d_bits != mixed[0].d_bits)
+    CHECK_THROWS_AS(q.encode(view(r_rtn.codes), mixed, std::span<std::byte>(out)), invalid_argument);
 }
 
 }  // namespace yaqa

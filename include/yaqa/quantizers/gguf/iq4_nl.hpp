@@ -119,7 +119,8 @@ class gguf_iq4_nl {
     detail::gguf_quantize_loop(
         what, target, row0, recon, codes, code_type{8},
         [&](float x, index r) {
-          return static_cast<code_type>(detail::gguf_iq4nl_index(detail::gguf_mul(p.inv[static_cast<std::size_t>(r)], x)));
+          const float a = detail::gguf_mul(p.inv[static_cast<std::size_t>(r)], x);
+          return static_cast<code_type>(detail::gguf_iq4nl_index(a));
         },
         [&](code_type c, index r) { return value(c, p, r); });
   }
@@ -206,7 +207,8 @@ class gguf_iq4_nl {
       auto sums = [&](float id, float& sumqx, float& sumq2) {
         sumqx = sumq2 = 0.f;
         for (int j = 0; j < n; ++j) {
-          const float q = static_cast<float>(values[static_cast<std::size_t>(detail::gguf_iq4nl_index(gguf_mul(id, x[j])))]);
+          const int k = detail::gguf_iq4nl_index(gguf_mul(id, x[j]));
+          const float q = static_cast<float>(values[static_cast<std::size_t>(k)]);
           sumqx += gguf_mul(gguf_mul(weight[j], q), x[j]);
           sumq2 += gguf_mul(gguf_mul(weight[j], q), q);
         }

@@ -86,7 +86,8 @@ struct gguf_q3_k_traits {
 
   static void pack(const std::uint8_t* L, std::uint16_t d_bits, const std::uint8_t* sub, std::byte* blk) {
     std::uint8_t hmask[32] = {}, qs[64] = {}, sc[12] = {};
-    for (int e = 0; e < 256; ++e) hmask[e % 32] = static_cast<std::uint8_t>(hmask[e % 32] | (((L[e] >> 2) & 1u) << (e / 32)));
+    for (int e = 0; e < 256; ++e)
+      hmask[e % 32] = static_cast<std::uint8_t>(hmask[e % 32] | (((L[e] >> 2) & 1u) << (e / 32)));
     for (int h = 0; h < 2; ++h)
       for (int l = 0; l < 32; ++l) {
         const std::uint8_t* q = L + 128 * h;

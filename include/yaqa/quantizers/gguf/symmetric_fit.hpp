@@ -17,6 +17,11 @@
 //! added to something goes through detail::round_to_type, so the compiler never contracts it into
 //! an FMA: the results are those of the reference compiled without contraction, on every CPU.
 //! round is llama.cpp's nearest_int: to nearest, ties to even.
+//!
+//! Also here: detail::gguf_sub_block_quantizer, the Quantizer that Q6_K and Q3_K are (fit_all over
+//! super-blocks, fixed-scale quantize, encode / decode through the type's traits), and the
+//! quantize() loop and byte helpers all six types use. fit_all runs rows in parallel (OpenMP; each
+//! row is fitted on its own, so the results do not depend on the thread count).
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -105,7 +110,9 @@ inline float gguf_make_qx_quants(int n, int nmax, const float* x, std::int8_t* L
     return 0.f;
   }
   auto weight = [&](int i) { return qw ? qw[i] : x[i] * x[i]; };
-  auto level = [&](float iscale, int i) { return std::max(-nmax, std::min(nmax - 1, gguf_nearest_int(iscale * x[i]))); };
+  auto level = [&](float iscale, int i) {
+    return std::max(-nmax, std::min(nmax - 1, gguf_nearest_int(iscale * x[i])));
+  };
   float iscale = static_cast<float>(-nmax) / max;
   float sumlx = 0.f, suml2 = 0.f;
   for (int i = 0; i < n; ++i) {
@@ -386,8 +393,15 @@ class gguf_sub_block_quantizer {
           require(L[e] < levels, Traits::name, "::encode: code ", int(L[e]), " at (", i, ", ", b * block_size + e,
                   ") is outside [0, ", levels, ")");
         }
-        for (index k = 0; k < 16; ++k) sub[k] = p[static_cast<std::size_t>(b * 16 + k)].sub[r];
-        Traits::pack(L, p[static_cast<std::size_t>(b * 16)].d_bits[r], sub,
+        const std::uint16_t d_bits = p[static_cast<std::size_t>(b * 16)].d_bits[r];
+        for (index k = 0; k < 16; ++k) {
+          const params_type& pk = p[static_cast<std::size_t>(b * 16 + k)];
+          require(pk.d_bits[r] == d_bits, Traits::name, "::encode: row ", i, " of parameter group ", b * 16 + k,
+                  " has another super-block scale than group ", b * 16,
+                  "; the 16 sub-block groups of a super-block must come from one fit_all");
+          sub[k] = pk.sub[r];
+        }
+        Traits::pack(L, d_bits, sub,
                      out.data() + static_cast<std::size_t>(i * nb + b) * ts);
       }
     }
