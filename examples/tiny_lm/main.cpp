@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <initializer_list>
 #include <fstream>
 #include <iostream>
 #include <regex>
@@ -313,11 +314,18 @@ int main(int argc, char** argv) try {
   // Viterbi walks per setting; left out of the default rows, see docs/refine.md.)
   for (int bits : {2, 3, 4}) settings.push_back({method_id::yaqa_b, format_id::int_grid, bits, refine_id::lwc, true});
   settings.push_back({method_id::yaqa_b, format_id::e8p, 2, refine_id::sde});
+  // llama.cpp's GGUF block types (issue #18), no RHT, scales fitted with the imatrix (diag of
+  // E[xx^T]): RTN is llama-quantize's own result, then the same blocks with error feedback.
+  for (const auto& [t, bits] : std::initializer_list<std::pair<yaqa::ggml_type, int>>{
+           {yaqa::ggml_type::q2_k, 2}, {yaqa::ggml_type::q3_k, 3}, {yaqa::ggml_type::q4_k, 4},
+           {yaqa::ggml_type::q4_0, 4}, {yaqa::ggml_type::iq4_nl, 4}})
+    for (method_id m : {method_id::rtn, method_id::gptq, method_id::ldlq, method_id::yaqa_b})
+      settings.push_back({m, format_id::gguf, bits, refine_id::none, false, t});
   if (!opt.rows.empty()) {
     const std::regex re(opt.rows);
     std::erase_if(settings, [&](const quant_setting& s) {
       result_row r;
-      r.format = format_name(s.format);
+      r.format = format_label(s);
       r.bits = s.bits;
       const std::string label = setting_label(s) + " " + r.setting();
       return !std::regex_search(label, re);
@@ -333,7 +341,7 @@ int main(int argc, char** argv) try {
     const eval_result e = evaluate(be, qm.p, es, ref, targets);
     result_row r;
     r.method = setting_label(s);
-    r.format = format_name(s.format);
+    r.format = format_label(s);
     r.bits = s.bits;
     r.kl = e.kl;
     r.bpb = e.bpb;

@@ -10,7 +10,8 @@ layer_outcome quantize_weights(const yaqa::cpu_backend& be, const quant_setting&
   opt.tile_cols = qc.tile;
   opt.seed = seed;
   opt.damping.sigma = qc.sigma;
-  opt.incoherence = s.method != method_id::rtn;
+  // llama.cpp runs no rotation: GGUF blocks hold W itself.
+  opt.incoherence = s.method != method_id::rtn && s.format != format_id::gguf;
   opt.report_baseline = false;
   if (s.cd) opt.cd_sweeps = qc.cd_sweeps;
   if (s.refine != refine_id::none) {
@@ -49,6 +50,14 @@ layer_outcome quantize_weights(const yaqa::cpu_backend& be, const quant_setting&
     o.relative_proxy = r.report.relative_proxy;
     return o;
   };
+  if (s.format == format_id::gguf) {
+    // Every method fits the block scales as llama-quantize does with an imatrix: weighted by the
+    // diagonal of E[xx^T] (what llama-imatrix collects). RTN is then llama.cpp's own result.
+    yaqa::gguf_quant_options go;
+    go.importance.resize(std::size_t(h.xtx.cols()));
+    for (yaqa::index i = 0; i < h.xtx.cols(); ++i) go.importance[std::size_t(i)] = std::max(h.xtx(i, i), 0.0f);
+    return run(yaqa::gguf_any<float>(s.gguf_type, go));
+  }
   if (s.format == format_id::trellis || s.format == format_id::trellis16) {
     yaqa::trellis_options t;
     t.k = s.bits;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <yaqa/quantizers/e8p.hpp>
+#include <yaqa/quantizers/gguf/any.hpp>
 #include <yaqa/quantizers/e8p_rvq.hpp>
 #include <yaqa/quantizers/rtn_grid.hpp>
 #include <yaqa/quantizers/trellis.hpp>
@@ -29,7 +30,9 @@ namespace tiny_lm {
 enum class method_id { rtn, rtn_rht, gptq, ldlq, yaqa_a, yaqa_b };
 //! trellis: QTIP's bitshift trellis at the demo's affordable L = 12 (3INST, V = 1);
 //! trellis16: QTIP's shipped configuration, L = 16 HYB V = 2 (about 60x the Viterbi cost).
-enum class format_id { int_grid, e8p, trellis, trellis16 };
+//! gguf: one of llama.cpp's block types (quant_setting::gguf_type), rounded without RHT, the
+//! block scales fitted with the diagonal of E[xx^T] as llama.cpp's imatrix.
+enum class format_id { int_grid, e8p, trellis, trellis16, gguf };
 
 //! The format's name in the tables ("int", "e8p", "qtip12", "qtip16").
 inline const char* format_name(format_id f) {
@@ -38,6 +41,7 @@ inline const char* format_name(format_id f) {
     case format_id::e8p: return "e8p";
     case format_id::trellis: return "qtip12";
     case format_id::trellis16: return "qtip16";
+    case format_id::gguf: return "gguf";
   }
   return "?";
 }
@@ -63,7 +67,14 @@ struct quant_setting {
   int bits = 3;
   refine_id refine = refine_id::none;
   bool cd = false;  //!< coordinate-descent sweeps (quant_config::cd_sweeps) after rounding
+  yaqa::ggml_type gguf_type = yaqa::ggml_type::q4_k;  //!< format gguf: the block type
 };
+
+//! The format column of a setting: "int", ..., "gguf:Q4_K".
+inline std::string format_label(const quant_setting& s) {
+  return s.format == format_id::gguf ? "gguf:" + std::string(yaqa::ggml_type_name(s.gguf_type))
+                                     : std::string(format_name(s.format));
+}
 
 //! "RTN", "YAQA-B+LWC", "RTN+SDE+LWC", "SDE+LWC+CL", ...
 inline std::string setting_label(const quant_setting& s) {
@@ -113,6 +124,7 @@ struct quant_config {
 
 //! True when the library can run the setting (GPTQ needs a scalar quantizer: no E8P).
 inline bool supported(const quant_setting& s) {
+  if (s.format == format_id::gguf) return s.refine == refine_id::none && s.method != method_id::rtn_rht;
   return !(s.method == method_id::gptq && s.format != format_id::int_grid) &&
          !(s.refine != refine_id::none && s.refine != refine_id::sde && s.format != format_id::int_grid);
 }

@@ -23,7 +23,7 @@ namespace tiny_lm {
 //! One quantization setting's outcome (every linear layer quantized the same way).
 struct result_row {
   std::string method;     //!< "RTN", "GPTQ", "LDLQ", "YAQA-A", "YAQA-B"
-  std::string format;     //!< "int", "e8p", "qtip12" or "qtip16"
+  std::string format;     //!< "int", "e8p", "qtip12", "qtip16" or "gguf:TYPE"
   int bits = 0;
   double kl = 0;          //!< KL(original || quantized), nats per byte, held out
   double bpb = 0;         //!< bits per byte of the quantized model, held out
@@ -35,6 +35,7 @@ struct result_row {
     if (format == "e8p") return "E8P " + std::to_string(bits) + "-bit";
     if (format == "qtip12") return "QTIP-L12 " + std::to_string(bits) + "-bit";
     if (format == "qtip16") return "QTIP-L16 " + std::to_string(bits) + "-bit";
+    if (format.rfind("gguf:", 0) == 0) return "GGUF " + format.substr(5);
     return format + " " + std::to_string(bits) + "-bit";
   }
 };

@@ -20,6 +20,7 @@
 #include <yaqa/quantizers/nonuniform_grid.hpp>
 #include <yaqa/quantizers/rtn_grid.hpp>
 #include <yaqa/quantizers/trellis.hpp>
+#include <yaqa/quantizers/gguf/gguf.hpp>
 
 #include <yaqa/hessian/accumulator.hpp>
 #include <yaqa/hessian/common.hpp>

@@ -14,6 +14,8 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <array>
+#include <cctype>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -35,9 +37,11 @@
 
 #include <yaqa/yaqa.hpp>
 
+#include "gguf_presets.hpp"
+
 namespace yaqa::cli {
 
-enum class quantizer_kind { int_grid, lloyd, fp4, e8p, trellis };
+enum class quantizer_kind { int_grid, lloyd, fp4, e8p, trellis, gguf };
 
 inline const char* quantizer_name(quantizer_kind k) {
   switch (k) {
@@ -46,8 +50,76 @@ inline const char* quantizer_name(quantizer_kind k) {
     case quantizer_kind::fp4: return "fp4";
     case quantizer_kind::e8p: return "e8p";
     case quantizer_kind::trellis: return "trellis";
+    case quantizer_kind::gguf: return "gguf";
   }
   return "?";
+}
+
+//! The GGUF block types --quantizer gguf:TYPE accepts (ggml type names), with their code bits.
+struct gguf_cli_type {
+  ggml_type type;
+  int bits;
+};
+inline constexpr std::array<gguf_cli_type, 9> gguf_cli_types{{{ggml_type::q8_0, 8},
+                                                             {ggml_type::q4_0, 4},
+                                                             {ggml_type::q5_0, 5},
+                                                             {ggml_type::iq4_nl, 4},
+                                                             {ggml_type::q2_k, 2},
+                                                             {ggml_type::q3_k, 3},
+                                                             {ggml_type::q4_k, 4},
+                                                             {ggml_type::q5_k, 5},
+                                                             {ggml_type::q6_k, 6}}};
+
+//! "Q8_0, Q4_0, ..." for messages and --help.
+inline std::string gguf_cli_type_list() {
+  std::string s;
+  for (const auto& t : gguf_cli_types) s += (s.empty() ? "" : ", ") + std::string(ggml_type_name(t.type));
+  return s;
+}
+
+//! "Q2_K, Q3_K_S, ..." for messages and --help.
+inline std::string gguf_preset_list() {
+  std::string s;
+  for (const auto& p : gguf_presets) s += (s.empty() ? "" : ", ") + std::string(p.name);
+  return s;
+}
+
+//! What --quantizer gguf:X / gguf-mix:X names: one block type for every weight, or a recipe.
+struct gguf_choice {
+  const gguf_cli_type* type = nullptr;  //!< gguf:TYPE
+  const gguf_preset* preset = nullptr;  //!< gguf-mix:NAME, or gguf:NAME for a recipe-only name (Q4_K_M)
+};
+
+//! "gguf:Q4_K" (case-insensitive) -> the type; "gguf:Q4_K_M" / "gguf-mix:Q2_K" -> the recipe.
+//! Throws invalid_argument naming --quantizer and the accepted names.
+inline gguf_choice parse_gguf_quantizer(const std::string& s) {
+  const bool mix = s.rfind("gguf-mix:", 0) == 0;
+  std::string name = s.substr(s.find(':') + 1);
+  for (char& c : name) c = char(std::toupper(static_cast<unsigned char>(c)));
+  gguf_choice c;
+  if (!mix)
+    for (const auto& t : gguf_cli_types)
+      if (ggml_type_name(t.type) == name) c.type = &t;
+  if (!c.type) c.preset = find_gguf_preset(name);
+  if (!c.type && !c.preset)
+    throw invalid_argument("yaqa-quantize: --quantizer '" + s + "': expected gguf:TYPE with TYPE one of " +
+                           gguf_cli_type_list() + ", or a llama.cpp recipe gguf:NAME / gguf-mix:NAME with NAME one of " +
+                           gguf_preset_list());
+  return c;
+}
+
+//! The code bits of a GGUF block type.
+inline int gguf_code_bits(ggml_type t) {
+  for (const auto& c : gguf_cli_types)
+    if (c.type == t) return c.bits;
+  return 0;
+}
+
+//! True when `path` names a GGUF output (extension .gguf, any case).
+inline bool is_gguf_path(const std::string& path) {
+  std::string ext = std::filesystem::path(path).extension().string();
+  for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return ext == ".gguf";
 }
 
 struct options {
@@ -72,6 +144,9 @@ struct options {
   bool rtn_baseline = false;  //!< --rtn-baseline: also measure RTN's proxy per layer (report "rtn_relative_proxy")
   index cd_sweeps = 0;        //!< --cd-sweeps: coordinate-descent sweeps after rounding
   trellis_options trellis{};  //!< --trellis L,K,V,CODE (K is --bits)
+  ggml_type gguf_type = ggml_type::q4_k;  //!< --quantizer gguf:TYPE (with a recipe: its base type)
+  std::string gguf_preset;    //!< --quantizer gguf-mix:NAME: llama.cpp's recipe NAME (Q4_K_M, ...); empty: one type
+  bool importance = true;     //!< gguf: fit the block scales weighted by diag(H_in) (llama.cpp's imatrix use)
   refine_options refine{};  //!< --refine, --sde-pattern, --lwc, --refine-steps, --refine-lr, --refine-lambda
 };
 
@@ -147,7 +222,7 @@ inline trellis_options parse_trellis_spec(const std::string& s) {
 namespace detail {
 
 //! Cross-option rules CLI11 cannot express; throws invalid_argument naming the options.
-inline void validate(options& o, bool bits_given, bool group_given, bool trellis_given) {
+inline void validate(options& o, bool bits_given, bool group_given, bool trellis_given, bool rht_given = false) {
   using yaqa::detail::require;
   const char* q = quantizer_name(o.quantizer);
   switch (o.quantizer) {
@@ -185,7 +260,27 @@ inline void validate(options& o, bool bits_given, bool group_given, bool trellis
       }
       trellis<float>::check_options(o.trellis);  // the library's range checks (no tables built)
       break;
+    case quantizer_kind::gguf: {
+      const std::string tn = o.gguf_preset.empty() ? std::string(ggml_type_name(o.gguf_type)) : o.gguf_preset;
+      const int code_bits = gguf_code_bits(o.gguf_type);
+      require(!bits_given || (o.gguf_preset.empty() && o.bits == code_bits), "yaqa-quantize: --quantizer gguf:", tn,
+              " fixes the bits (", code_bits, "-bit codes", o.gguf_preset.empty() ? "" : " in its base type",
+              "), got --bits ", o.bits);
+      o.bits = code_bits;
+      require(!group_given, "yaqa-quantize: --group-size does not apply to --quantizer gguf:", tn,
+              " (its block layout fixes the groups)");
+      // llama.cpp applies no rotation at inference: the blocks must hold W itself.
+      require(!(rht_given && o.rht), "yaqa-quantize: --rht does not apply to --quantizer gguf:", tn,
+              " (llama.cpp runs no Hadamard transform, so GGUF blocks store W unrotated)");
+      o.rht = false;
+      break;
+    }
   }
+  require(o.importance || o.quantizer == quantizer_kind::gguf,
+          "yaqa-quantize: --no-importance applies to --quantizer gguf:TYPE only, not ", q);
+  require(!is_gguf_path(o.out) || o.quantizer == quantizer_kind::gguf,
+          "yaqa-quantize: --out '", o.out, "' is a GGUF file, which stores llama.cpp block types: use --quantizer "
+          "gguf:TYPE (", gguf_cli_type_list(), ")");
   require(trellis_given == false || o.quantizer == quantizer_kind::trellis,
           "yaqa-quantize: --trellis applies to --quantizer trellis only, not ", q);
   require(o.group_size >= 0, "yaqa-quantize: --group-size must be >= 0 (0 = per output channel), got ", o.group_size);
@@ -243,16 +338,35 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
       "yaqa-quantize"};
   app.set_help_flag("-h,--help", "Print this help and exit");
   std::string method_s = "yaqa", quant_s = "int", tile_s = "16x16";
-  app.add_option("--weights", o.weights, "Input weights (safetensors)")->required();
-  app.add_option("--hessians", o.hessians, "Hessian factors (safetensors, naming convention above)")->required();
-  app.add_option("--out", o.out, "Output file (safetensors; written atomically, never one of the inputs)")->required();
+  app.add_option("--weights", o.weights, "Input weights (safetensors, or GGUF with F32/F16/BF16 weights)")->required();
+  app.add_option("--hessians", o.hessians,
+                 "Hessian factors (safetensors, naming convention above), or a llama.cpp imatrix (GGUF or legacy "
+                 ".dat: diagonal H_in per weight, methods rtn/gptq/ldlq)")
+      ->required();
+  app.add_option("--out", o.out,
+                 "Output file: safetensors, or GGUF (.gguf; with --quantizer gguf:TYPE); written atomically, never one "
+                 "of the inputs")
+      ->required();
   app.add_option("--method", method_s, "Rounding: rtn, gptq, ldlq or yaqa (two-sided, needs H_in and H_out)")
       ->check(CLI::IsMember({"rtn", "gptq", "ldlq", "yaqa"}))
       ->capture_default_str();
   app.add_option("--quantizer", quant_s,
                  "Quantizer: int (uniform grid), lloyd (Gaussian Lloyd-Max), fp4 (E2M1, MX blocks of 32), e8p (E8 "
-                 "lattice, 2 bits; 3-4 bits residual E8P), trellis (QTIP bitshift trellis on 16x16 tiles)")
-      ->check(CLI::IsMember({"int", "lloyd", "fp4", "e8p", "trellis"}))
+                 "lattice, 2 bits; 3-4 bits residual E8P), trellis (QTIP bitshift trellis on 16x16 tiles), gguf:TYPE (llama.cpp's "
+                 "block formats: " + gguf_cli_type_list() + "; no RHT; docs/gguf.md), gguf-mix:NAME (llama-quantize's "
+                 "recipes: " + gguf_preset_list() + "; gguf:NAME also works for the _S/_M/_L ones)")
+      ->check([](const std::string& v) -> std::string {
+        if (v == "int" || v == "lloyd" || v == "fp4" || v == "e8p" || v == "trellis") return {};
+        if (v.rfind("gguf:", 0) == 0 || v.rfind("gguf-mix:", 0) == 0) {
+          try {
+            (void)parse_gguf_quantizer(v);
+            return {};
+          } catch (const invalid_argument& e) {
+            return e.what();
+          }
+        }
+        return "'" + v + "' is not one of int, lloyd, fp4, e8p, trellis, gguf:TYPE, gguf-mix:NAME";
+      })
       ->capture_default_str();
   app.add_option("--bits", o.bits, "Bits per weight: int 2..8, lloyd 2..4, e8p 2..4 (default 2), trellis 1..4 (fp4 is 4)")
       ->capture_default_str();
@@ -264,7 +378,12 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
       ->capture_default_str();
   app.add_flag("--asym", o.asym, "int: asymmetric grid with a fitted zero point (default symmetric)");
   app.add_flag("--mse", o.mse, "int: search a clipped range per row (GPTQ's --mse)");
-  app.add_flag("--rht,!--no-rht", o.rht, "Two-sided random Hadamard transform (incoherence); default on");
+  CLI::Option* rht_opt =
+      app.add_flag("--rht,!--no-rht", o.rht, "Two-sided random Hadamard transform (incoherence); default on (off for gguf:TYPE)");
+  bool no_importance = false;
+  app.add_flag("--no-importance", no_importance,
+               "gguf: fit the block scales without importance weights (llama.cpp without an imatrix); default: "
+               "weighted by diag(H_in)");
   app.add_flag("--act-order", o.act_order,
                "gptq: process columns by descending diag(H) (GPTQ's --act-order; with groups writes NAME.qgroup)");
   app.add_flag("--static-groups", o.static_groups, "gptq: fit every group up front from the original W (GPTQ's --static-groups)");
@@ -307,7 +426,13 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
                 : method_s == "ldlq" ? method::ldlq : method::yaqa;
     o.quantizer = quant_s == "int" ? quantizer_kind::int_grid : quant_s == "lloyd" ? quantizer_kind::lloyd
                 : quant_s == "fp4" ? quantizer_kind::fp4 : quant_s == "e8p" ? quantizer_kind::e8p
-                : quantizer_kind::trellis;
+                : quant_s == "trellis" ? quantizer_kind::trellis : quantizer_kind::gguf;
+    if (o.quantizer == quantizer_kind::gguf) {
+      const gguf_choice c = parse_gguf_quantizer(quant_s);
+      o.gguf_type = c.type ? c.type->type : c.preset->base;
+      if (c.preset) o.gguf_preset = std::string(c.preset->name);
+    }
+    o.importance = !no_importance;
     std::tie(o.tile_rows, o.tile_cols) = parse_tile(tile_s);
     o.seed = parse_seed(seed_s);
     o.refine.method = parse_refine_method(refine_s);
@@ -315,7 +440,7 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
     if (o.refine.method != refine_method::sde && app.count("--sde-pattern") > 0)
       throw invalid_argument("yaqa-quantize: --sde-pattern applies to --refine sde only");
     if (!trellis_s.empty()) o.trellis = parse_trellis_spec(trellis_s);
-    detail::validate(o, app.count("--bits") > 0, app.count("--group-size") > 0, !trellis_s.empty());
+    detail::validate(o, app.count("--bits") > 0, app.count("--group-size") > 0, !trellis_s.empty(), rht_opt->count() > 0);
     r.opts = o;
   } catch (const CLI::ParseError& e) {
     std::ostringstream out, err;
@@ -335,17 +460,64 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
 //! One weight to quantize, and where its factors are.
 struct planned_layer {
   const tensor_view* weight = nullptr;
-  layer_hessian_tensors hessians;  //!< h_in always set; h_out set for yaqa
+  layer_hessian_tensors hessians;  //!< h_in set (safetensors factors); h_out set for yaqa
+  const imatrix_entry* diagonal = nullptr;  //!< set instead of hessians.h_in with an imatrix
 };
+
+//! The label of the quantizer in metadata and reports: "int", ..., "gguf:Q4_K".
+inline std::string quantizer_label(const options& o) {
+  if (o.quantizer != quantizer_kind::gguf) return quantizer_name(o.quantizer);
+  return o.gguf_preset.empty() ? "gguf:" + std::string(ggml_type_name(o.gguf_type)) : "gguf-mix:" + o.gguf_preset;
+}
+
+//! The weights to plan from: tensor views of a safetensors file, or of a GGUF file's plain
+//! (F32/F16/BF16/F64/integer) tensors, and the file name for messages.
+struct weight_tensors {
+  std::span<const tensor_view> tensors;
+  std::string path;
+};
+inline weight_tensors weights_of(const safetensors_file& w) { return {w.tensors(), w.path().string()}; }
+
+//! The layers `o` selects from a llama.cpp imatrix: the 2-D weights with an entry, filtered by
+//! --only. Throws invalid_argument for --method yaqa (an imatrix has no H_out), format_error
+//! when an entry's length is not the weight's input dimension or it has several experts.
+inline std::vector<planned_layer> plan_layers(const options& o, const weight_tensors& w, const imatrix& im) {
+  yaqa::detail::require(o.algorithm != method::yaqa, "yaqa-quantize: '", im.source,
+                        "' is an importance matrix (a diagonal H_in per weight, no H_out); --method yaqa needs H_in and "
+                        "H_out: use --method ldlq, gptq or rtn");
+  std::optional<std::regex> only;
+  if (!o.only.empty()) only.emplace(o.only);
+  std::vector<planned_layer> plan;
+  for (const tensor_view& t : w.tensors) {
+    if (only && !std::regex_search(t.name.begin(), t.name.end(), *only)) continue;
+    const imatrix_entry* e = im.find(t.name);
+    if (!e) continue;
+    yaqa::detail::require<format_error>(t.rank() == 2, "yaqa-quantize: ", yaqa::detail::describe(t), " has shape ",
+                                        yaqa::detail::shape_string(t.shape), " but '", im.source,
+                                        "' has an importance entry for it; expected a 2-D weight [out, in]");
+    yaqa::detail::require<format_error>(e->experts() == 1 && e->diagonals.front().size() == t.shape[1],
+                                        "yaqa-quantize: '", im.source, "' entry '", e->name, "' has ", e->experts(),
+                                        " expert(s) of length ", e->diagonals.front().size(), "; weight ",
+                                        yaqa::detail::describe(t), " needs one diagonal of length ", t.shape[1]);
+    plan.push_back({&t, {}, e});
+  }
+  if (plan.empty()) {
+    std::string why = o.only.empty() ? "" : " matching --only '" + o.only + "'";
+    throw invalid_argument("yaqa-quantize: no weight in '" + w.path + "'" + why + " has an entry in the importance matrix '" +
+                           im.source + "' (" + std::to_string(im.entries.size()) + " entries, e.g. '" +
+                           (im.entries.empty() ? std::string() : im.entries.front().name) + "')");
+  }
+  return plan;
+}
 
 //! The layers `o` selects: the 2-D weights with factors in `h` (naming convention), filtered by
 //! --only. Throws format_error (naming file and tensor) when a selected weight is not 2-D or its
 //! factors are incomplete, and invalid_argument when nothing is selected.
-inline std::vector<planned_layer> plan_layers(const options& o, const safetensors_file& w, const safetensors_file& h) {
+inline std::vector<planned_layer> plan_layers(const options& o, const weight_tensors& w, const safetensors_file& h) {
   std::optional<std::regex> only;
   if (!o.only.empty()) only.emplace(o.only);
   std::vector<planned_layer> plan;
-  for (const tensor_view& t : w.tensors()) {
+  for (const tensor_view& t : w.tensors) {
     if (only && !std::regex_search(t.name.begin(), t.name.end(), *only)) continue;
     auto f = find_layer_hessians(h, t.name, o.sketch, o.algorithm == method::yaqa);
     if (!f) continue;
@@ -356,12 +528,15 @@ inline std::vector<planned_layer> plan_layers(const options& o, const safetensor
   }
   if (plan.empty()) {
     std::string why = o.only.empty() ? "" : " matching --only '" + o.only + "'";
-    throw invalid_argument("yaqa-quantize: no weight in '" + w.path().string() + "'" + why +
+    throw invalid_argument("yaqa-quantize: no weight in '" + w.path + "'" + why +
                            " has Hessian factors in '" + h.path().string() + "' (expected tensors named NAME.H, NAME" +
                            (o.sketch.empty() ? "" : "." + o.sketch) + ".H_in and NAME" +
                            (o.sketch.empty() ? "" : "." + o.sketch) + ".H_out for a weight NAME)");
   }
   return plan;
+}
+inline std::vector<planned_layer> plan_layers(const options& o, const safetensors_file& w, const safetensors_file& h) {
+  return plan_layers(o, weights_of(w), h);
 }
 
 //! The outcome of run(): the per-layer reports (also written with --report).

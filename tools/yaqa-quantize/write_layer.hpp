@@ -6,7 +6,9 @@
 //! the tool's compile time, paid once in the yaqa_cli library for the tool and its tests. (One
 //! translation unit per quantizer was tried: 500 CPU-s instead of 170, the shared factorization,
 //! Hadamard and proxy code being compiled again in each.)
+#include <algorithm>
 #include <iomanip>
+#include <map>
 #include <ostream>
 #include <span>
 #include <sstream>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "cli.hpp"
+#include <yaqa/quantizers/gguf/any.hpp>
 
 namespace yaqa::cli {
 
@@ -44,10 +47,19 @@ namespace detail {
   }
 }
 
-//! Calls f(q) with the quantizer the options describe.
+//! Calls f(q) with the quantizer the options describe; h_in is the layer's input Hessian (its
+//! diagonal is a GGUF quantizer's importance, as llama.cpp uses an imatrix).
 template <class F>
-void with_quantizer(const options& o, F&& f) {
+void with_quantizer(const options& o, matrix_view<const float> h_in, F&& f) {
   switch (o.quantizer) {
+    case quantizer_kind::gguf: {
+      gguf_quant_options g;
+      if (o.importance) {
+        g.importance.resize(std::size_t(h_in.cols));
+        for (index i = 0; i < h_in.cols; ++i) g.importance[std::size_t(i)] = std::max(h_in(i, i), 0.0f);
+      }
+      return f(gguf_any<float>(o.gguf_type, g));
+    }
     case quantizer_kind::int_grid:
       return f(int_grid<float>(int_grid_options{.bits = o.bits, .sym = !o.asym, .group_size = o.group_size, .mse = o.mse}));
     case quantizer_kind::lloyd:
@@ -153,6 +165,12 @@ inline std::string fmt(double v, int prec = 4) {
 
 namespace detail {
 
+//! One quantized tensor of a GGUF output.
+struct gguf_blocks {
+  ggml_type type = ggml_type::f32;
+  std::vector<std::byte> bytes;
+};
+
 //! Everything write_layer needs from run(): the options, the layer and its factors, and where
 //! the results go.
 struct layer_job {
@@ -169,6 +187,8 @@ struct layer_job {
   std::ostream& log;
   std::size_t position = 0;  //!< 1-based place of this layer in the plan (progress line)
   std::size_t planned = 0;   //!< layers in the plan
+  //! GGUF output: a GGUF quantizer's blocks go here (by name), not into `out`.
+  std::map<std::string, gguf_blocks>* gguf_out = nullptr;
 };
 
 //! Quantizes j's layer with q and writes its tensors, metadata and report entry.
@@ -179,30 +199,45 @@ void write_layer(const Q& q, layer_job& j) {
   auto& meta = j.out.metadata();
   auto res = quantize_layer(j.backend, q, view(j.w), view(j.h_in), view(j.h_out), j.ro);
   const auto& lr = res.report;
-  j.out.add(j.name, view(std::as_const(res.weights)), dtype::f32);
-  using C = typename std::decay_t<decltype(q)>::code_type;
-  const dtype ct = !std::is_unsigned_v<C> || sizeof(C) == 1 ? dtype::u8 : sizeof(C) == 2 ? dtype::u16 : dtype::u32;
-  auto [code_shape, code_data] = detail::code_tensor(q, res.codes);
-  j.out.add(j.name + ".qcodes", ct, code_shape, std::move(code_data));
-  index prow = 0;
-  auto [fields, values] = detail::params_table(res.params, prow);
-  j.out.add(j.name + ".qparams", {index(res.params.size()), index(fields.size()), prow}, values, dtype::f32);
-  if (!res.group_index.empty()) {
-    std::vector<double> g(res.group_index.begin(), res.group_index.end());
-    j.out.add(j.name + ".qgroup", {index(g.size())}, g, dtype::f32);
+  nlohmann::ordered_json layer_meta = {{"method", method_name(o.algorithm)},
+                                       {"quantizer", quantizer_label(o)},
+                                       {"bits", o.bits},
+                                       {"group_cols", q.group_cols(n)},
+                                       {"unit", {std::decay_t<decltype(q)>::unit_rows, std::decay_t<decltype(q)>::unit_cols}}};
+  if constexpr (std::is_same_v<Q, gguf_any<float>>) {
+    // The blocks themselves: the GGUF tensor, or NAME.qblocks [rows, bytes per row] beside the
+    // dequantized weights in a safetensors output.
+    std::vector<std::byte> blocks = gguf_encode(q, res);
+    layer_meta["ggml_type"] = std::string(ggml_type_name(q.type()));
+    layer_meta["importance"] = o.importance;
+    if (j.gguf_out) {
+      (*j.gguf_out)[j.name] = {q.type(), std::move(blocks)};
+    } else {
+      j.out.add(j.name, view(std::as_const(res.weights)), dtype::f32);
+      const index row_bytes = m > 0 ? index(blocks.size()) / m : 0;
+      j.out.add(j.name + ".qblocks", dtype::u8, {m, row_bytes}, std::move(blocks));
+      layer_meta["qblocks_layout"] = "ggml blocks of " + std::string(ggml_type_name(q.type())) + ", one row of W per row";
+    }
+  } else {
+    j.out.add(j.name, view(std::as_const(res.weights)), dtype::f32);
+    using C = typename std::decay_t<decltype(q)>::code_type;
+    const dtype ct = !std::is_unsigned_v<C> || sizeof(C) == 1 ? dtype::u8 : sizeof(C) == 2 ? dtype::u16 : dtype::u32;
+    auto [code_shape, code_data] = detail::code_tensor(q, res.codes);
+    j.out.add(j.name + ".qcodes", ct, code_shape, std::move(code_data));
+    index prow = 0;
+    auto [fields, values] = detail::params_table(res.params, prow);
+    j.out.add(j.name + ".qparams", {index(res.params.size()), index(fields.size()), prow}, values, dtype::f32);
+    if (!res.group_index.empty()) {
+      std::vector<double> g(res.group_index.begin(), res.group_index.end());
+      j.out.add(j.name + ".qgroup", {index(g.size())}, g, dtype::f32);
+    }
+    layer_meta["qparams_fields"] = fields;
+    layer_meta["qcodes_layout"] = std::is_unsigned_v<typename std::decay_t<decltype(q)>::code_type>
+                                      ? "one code per unit, [unit rows, unit cols] row-major"
+                                      : "one bitstream per 16x16 tile, [tiles (tile-grid row-major), 32 K bytes]";
   }
-  nlohmann::ordered_json layer_meta = {
-      {"method", method_name(o.algorithm)},
-      {"quantizer", quantizer_name(o.quantizer)},
-      {"bits", o.bits},
-      {"group_cols", q.group_cols(n)},
-      {"unit", {std::decay_t<decltype(q)>::unit_rows, std::decay_t<decltype(q)>::unit_cols}},
-      {"qparams_fields", fields},
-      {"rotated", res.rotated},
-      {"qcodes_layout", std::is_unsigned_v<typename std::decay_t<decltype(q)>::code_type>
-                            ? "one code per unit, [unit rows, unit cols] row-major"
-                            : "one bitstream per 16x16 tile, [tiles (tile-grid row-major), 32 K bytes]"},
-      {"feedback", lr.feedback}};
+  layer_meta["rotated"] = res.rotated;
+  layer_meta["feedback"] = lr.feedback;
   if constexpr (requires { q.v(); })
     layer_meta["trellis"] = {{"l", o.trellis.l}, {"k", o.trellis.k}, {"v", q.v()}, {"code", to_string(o.trellis.code)},
                              {"bytes_per_tile", q.bytes_per_tile()}};
@@ -227,7 +262,7 @@ void write_layer(const Q& q, layer_job& j) {
   j.report["layers"].push_back({{"name", j.name},
                            {"shape", {m, n}},
                            {"method", method_name(lr.algorithm)},
-                           {"h_in", std::string(j.pl.hessians.h_in->name)},
+                           {"h_in", j.pl.diagonal ? "imatrix:" + j.pl.diagonal->name : std::string(j.pl.hessians.h_in->name)},
                            {"h_out", j.pl.hessians.h_out ? std::string(j.pl.hessians.h_out->name) : std::string()},
                            {"relative_proxy", lr.relative_proxy},
                            {"relative_proxy_one_sided", lr.relative_proxy_one_sided},

@@ -1,0 +1,206 @@
+// yaqa-quantize with GGUF: --quantizer gguf:TYPE, GGUF input and output (metadata and untouched
+// tensors copied byte for byte, quantized tensors in their ggml type), safetensors output with
+// NAME.qblocks, and --hessians from a llama.cpp imatrix (legacy .dat).
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "cli/cli_support.hpp"
+
+using namespace yaqa;
+using namespace yaqa::test;
+
+namespace {
+
+struct gguf_layer {
+  std::string name;
+  yaqa::index out, in;
+};
+const std::vector<gguf_layer> gguf_layers{{"blk.0.attn_q.weight", 24, 256}, {"blk.0.ffn_down.weight", 16, 512}};
+
+//! dir/M.gguf (F32 weights, an F32 norm, an F16 tensor, KVs of several types), dir/H.safetensors
+//! (NAME.H per weight) and dir/M.imatrix.dat (the same H's diagonals, legacy format, ncall 2).
+void write_gguf_model(const fs::path& dir) {
+  gguf_writer g;
+  g.set("general.architecture", gguf_value("llama"));
+  g.set("general.name", gguf_value("tiny"));
+  g.set("llama.block_count", gguf_value(std::uint32_t{1}));
+  g.set("tokenizer.ggml.scores", gguf_value::array_of(std::vector<float>{0.5f, -1.0f}));
+  safetensors_writer h;
+  std::string dat;
+  auto i32 = [&](std::int32_t v) { dat.append(reinterpret_cast<const char*>(&v), 4); };
+  i32(std::int32_t(gguf_layers.size()));
+  std::uint64_t s = 11;
+  for (const auto& l : gguf_layers) {
+    const matrix<float> w = random_weights<float>(l.out, l.in, s++);
+    g.add(l.name, view(w));
+    matrix<float> xtx = random_second_moment<float>(l.in, 2 * l.in, s++);
+    xtx = ((xtx + xtx.transpose()) * 0.5f).eval();
+    h.add(l.name + ".H", view(xtx), dtype::f32);
+    i32(std::int32_t(l.name.size()));
+    dat += l.name;
+    i32(2);  // ncall: the values are stored times ncall
+    i32(std::int32_t(l.in));
+    for (yaqa::index j = 0; j < l.in; ++j) {
+      const float v = xtx(j, j) * 2.0f;
+      dat.append(reinterpret_cast<const char*>(&v), 4);
+    }
+  }
+  g.add("blk.0.attn_norm.weight", matrix<float>::Constant(1, 256, 0.5f));
+  g.add("token_embd.weight", view(random_weights<float>(8, 256, 99)), ggml_type::f16);
+  g.write(dir / "M.gguf");
+  h.write(dir / "H.safetensors");
+  std::ofstream(dir / "M.imatrix.dat", std::ios::binary) << dat;
+}
+
+std::vector<std::string> gguf_args(const fs::path& dir, const std::string& hessians, const std::string& out,
+                                   std::vector<std::string> extra) {
+  std::vector<std::string> a{"--weights", (dir / "M.gguf").string(), "--hessians", (dir / hessians).string(),
+                             "--out", (dir / out).string(), "--quiet"};
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
+}
+
+//! The layer through the library: quantize_layer with the CLI's quantizer, encoded.
+std::vector<std::byte> library_blocks(ggml_type t, const std::string& method, const matrix<float>& w,
+                                      const matrix<float>& h, bool importance, matrix<float>* weights = nullptr) {
+  gguf_quant_options go;
+  if (importance)
+    for (yaqa::index i = 0; i < h.cols(); ++i) go.importance.push_back(std::max(h(i, i), 0.0f));
+  const gguf_any<float> q(t, go);
+  rounding_options ro;
+  ro.algorithm = method == "gptq" ? method::gptq : method == "ldlq" ? method::ldlq : method::rtn;
+  ro.incoherence = false;
+  const auto r = quantize_layer(q, view(w), view(h), matrix_view<const float>{}, ro);
+  if (weights) *weights = r.weights;
+  return gguf_encode(q, r);
+}
+
+}  // namespace
+
+TEST_CASE("parse: --quantizer gguf:TYPE and its rules", "[cli][gguf]") {
+  auto o = cli_parse({"--weights", "a", "--hessians", "b", "--out", "c.gguf", "--quantizer", "gguf:q4_k"});
+  CHECK(o.quantizer == cli::quantizer_kind::gguf);
+  CHECK(o.gguf_type == ggml_type::q4_k);
+  CHECK(o.bits == 4);
+  CHECK_FALSE(o.rht);  // GGUF blocks are unrotated
+  CHECK(o.importance);
+  CHECK(cli::quantizer_label(o) == "gguf:Q4_K");
+  o = cli_parse({"--weights", "a", "--hessians", "b", "--out", "c", "--quantizer", "gguf:Q6_K", "--no-importance"});
+  CHECK(o.bits == 6);
+  CHECK_FALSE(o.importance);
+  auto fails = [](std::vector<std::string> a, const std::string& needle) {
+    const auto r = cli_parse_result(std::move(a));
+    CHECK_FALSE(r.opts.has_value());
+    CHECK(r.exit_code == 2);
+    INFO(r.message);
+    CHECK(r.message.find(needle) != std::string::npos);
+  };
+  const std::vector<std::string> base{"--weights", "a", "--hessians", "b", "--out", "c"};
+  auto with = [&](std::vector<std::string> extra) {
+    auto a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  fails(with({"--quantizer", "gguf:Q7_K"}), "Q4_K");
+  fails(with({"--quantizer", "gguf:Q4_K", "--rht"}), "--rht");
+  fails(with({"--quantizer", "gguf:Q4_K", "--group-size", "32"}), "--group-size");
+  fails(with({"--quantizer", "gguf:Q4_K", "--bits", "3"}), "--bits");
+  fails(with({"--quantizer", "int", "--no-importance"}), "--no-importance");
+  fails({"--weights", "a", "--hessians", "b", "--out", "c.gguf", "--quantizer", "int"}, "gguf:TYPE");
+}
+
+TEST_CASE("run: GGUF in, GGUF out: metadata and other tensors copied, layers in their ggml type", "[cli][gguf]") {
+  temp_dir dir;
+  write_gguf_model(dir.path());
+  const gguf_file in(dir / "M.gguf");
+  const safetensors_file hf(dir / "H.safetensors");
+  for (const char* type : {"Q8_0", "Q4_K"})
+    for (const char* method : {"rtn", "gptq", "ldlq"}) {
+      DYNAMIC_SECTION(type << " " << method) {
+        const auto opts = cli_parse(gguf_args(dir.path(), "H.safetensors", "Q.gguf",
+                                              {"--quantizer", std::string("gguf:") + type, "--method", method}));
+        std::ostringstream log;
+        const auto s = cli::run(opts, log);
+        CHECK(s.layers == 2);
+        CHECK(s.copied == 2);
+        const gguf_file out(dir / "Q.gguf");
+        // every input KV, in order, then the ones the tool sets
+        const auto keys = out.keys();
+        const auto in_keys = in.keys();
+        REQUIRE(keys.size() > in_keys.size());
+        for (std::size_t k = 0; k < in_keys.size(); ++k) {
+          CHECK(keys[k] == in_keys[k]);
+          CHECK(out.value(keys[k]) == in.value(in_keys[k]));
+        }
+        CHECK(out.get<std::uint32_t>("general.file_type") == (std::string(type) == "Q8_0" ? 7u : 14u));
+        CHECK(out.get<std::uint32_t>("general.quantization_version") == 2u);
+        CHECK(out.get<std::string>("yaqa.quantizer") == std::string("gguf:") + type);
+        // tensors in input order; untouched ones byte for byte
+        REQUIRE(out.size() == in.size());
+        for (std::size_t t = 0; t < in.size(); ++t) CHECK(out.tensors()[t].name == in.tensors()[t].name);
+        for (const char* t : {"blk.0.attn_norm.weight", "token_embd.weight"}) {
+          CHECK(out.at(t).type == in.at(t).type);
+          CHECK(std::equal(out.at(t).bytes.begin(), out.at(t).bytes.end(), in.at(t).bytes.begin(), in.at(t).bytes.end()));
+        }
+        for (const auto& l : gguf_layers) {
+          const auto& t = out.at(l.name);
+          CHECK(ggml_type_name(t.type) == type);
+          CHECK(t.shape == std::vector<yaqa::index>{l.out, l.in});
+          const matrix<float> w = to_matrix<float>(in.view(l.name));
+          const auto ref = library_blocks(t.type, method, w, to_matrix<float>(hf.at(l.name + ".H")), true);
+          CHECK(std::equal(t.bytes.begin(), t.bytes.end(), ref.begin(), ref.end()));
+        }
+      }
+    }
+}
+
+TEST_CASE("run: --hessians from a llama.cpp imatrix is a diagonal H_in; yaqa is refused", "[cli][gguf]") {
+  temp_dir dir;
+  write_gguf_model(dir.path());
+  const gguf_file in(dir / "M.gguf");
+  const safetensors_file hf(dir / "H.safetensors");
+  const auto opts = cli_parse(gguf_args(dir.path(), "M.imatrix.dat", "Q.gguf", {"--quantizer", "gguf:Q4_K", "--method", "ldlq"}));
+  std::ostringstream log;
+  CHECK(cli::run(opts, log).layers == 2);
+  const gguf_file out(dir / "Q.gguf");
+  for (const auto& l : gguf_layers) {
+    const matrix<float> full = to_matrix<float>(hf.at(l.name + ".H"));
+    matrix<float> diag = matrix<float>::Zero(l.in, l.in);
+    for (yaqa::index j = 0; j < l.in; ++j) diag(j, j) = float(double(full(j, j) * 2.0f) / 2.0);
+    const auto ref = library_blocks(ggml_type::q4_k, "ldlq", to_matrix<float>(in.view(l.name)), diag, true);
+    const auto& t = out.at(l.name);
+    CHECK(std::equal(t.bytes.begin(), t.bytes.end(), ref.begin(), ref.end()));
+  }
+  const auto y = cli_parse(gguf_args(dir.path(), "M.imatrix.dat", "Y.gguf", {"--quantizer", "gguf:Q4_K", "--method", "yaqa"}));
+  CHECK_THROWS_WITH(cli::run(y, log), Catch::Contains("--method yaqa") && Catch::Contains("imatrix.dat"));
+  CHECK_FALSE(fs::exists(dir / "Y.gguf"));
+}
+
+TEST_CASE("run: gguf quantizer with safetensors output writes the weights and NAME.qblocks", "[cli][gguf]") {
+  temp_dir dir;
+  write_gguf_model(dir.path());
+  const gguf_file in(dir / "M.gguf");
+  const safetensors_file hf(dir / "H.safetensors");
+  const auto opts = cli_parse(gguf_args(dir.path(), "H.safetensors", "Q.safetensors",
+                                        {"--quantizer", "gguf:Q8_0", "--method", "gptq", "--no-importance"}));
+  std::ostringstream log;
+  CHECK(cli::run(opts, log).layers == 2);
+  const safetensors_file out(dir / "Q.safetensors");
+  for (const auto& l : gguf_layers) {
+    matrix<float> weights;
+    const auto ref = library_blocks(ggml_type::q8_0, "gptq", to_matrix<float>(in.view(l.name)),
+                                    to_matrix<float>(hf.at(l.name + ".H")), false, &weights);
+    CHECK(to_matrix<float>(out.at(l.name)) == weights);
+    const auto& b = out.at(l.name + ".qblocks");
+    CHECK(b.type == dtype::u8);
+    CHECK(std::equal(b.bytes.begin(), b.bytes.end(), ref.begin(), ref.end()));
+    CHECK(gguf_any<float>(ggml_type::q8_0).decode(b.bytes, l.out, l.in) == weights);
+  }
+  CHECK(out.at("blk.0.attn_norm.weight").type == dtype::f32);
+  CHECK(out.at("token_embd.weight").type == dtype::f16);
+}
