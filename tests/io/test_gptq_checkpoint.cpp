@@ -433,6 +433,15 @@ TEST_CASE("gptq_checkpoint: write_quantized_checkpoint: tensors, dtypes, shapes,
   CHECK(quantization_config(oc, ct)["config_groups"]["group_0"]["weights"]["strategy"] == "channel");
   CHECK(quantization_config(oc, ct)["config_groups"]["group_0"]["weights"]["group_size"].is_null());
   CHECK(gptq_quantize_config(oc, false)["group_size"] == -1);
+  // desc_act follows the data: a trivial g_idx (static groups) keeps the loaders' plain path.
+  const auto js = write_quantized_checkpoint<T>(input, dir / "gptq2.safetensors", layers2, o, checkpoint_options{});
+  CHECK(js.quantization_config["desc_act"] == false);
+  CHECK(js.quantization_config["static_groups"] == false);
+  checkpoint_options ao;
+  ao.act_order = true;
+  const auto ja = write_quantized_checkpoint<T>(input, dir / "gptq3.safetensors", layers2, o, ao);
+  CHECK(ja.quantization_config["desc_act"] == false);
+  CHECK(ja.quantization_config["static_groups"] == true);
 }
 
 TEST_CASE("gptq_checkpoint: real GPTQ results export: act-order (lazy groups) to GPTQ, static groups to both", "[io][gptq_checkpoint]") {

@@ -276,7 +276,7 @@ def check_gptq(case, failures):
     cfg = case["quantization_config"]
     check(cfg["quant_method"] == "gptq" and cfg["checkpoint_format"] == "gptq" and cfg["bits"] == bits
           and cfg["sym"] == case["sym"] and cfg["group_size"] == (case["group_size"] if case["group_size"] > 0 else -1)
-          and cfg["desc_act"] == case["act_order"], f"quantization_config {cfg}")
+          and cfg["desc_act"] == (case["act_order"] and case["group_size"] > 0), f"quantization_config {cfg}")
     return rel
 
 

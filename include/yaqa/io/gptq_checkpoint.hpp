@@ -83,8 +83,9 @@ struct checkpoint_options {
   //! Type of the stored scales: F16 (GPTQ: the only choice) or BF16 (compressed-tensors, for a
   //! bf16 model; the loaders compute the dequantized weights in the scale's type).
   dtype scale_type = dtype::f16;
-  //! The layers were rounded with act-order (metadata only: GPTQ's desc_act, compressed-tensors'
-  //! actorder "weight"). A result carrying a group_index sets desc_act in the GPTQ layout anyway.
+  //! The layers were rounded with act-order and static groups (metadata only: GPTQ's
+  //! static_groups, compressed-tensors' actorder "weight"). GPTQ's desc_act is set from the data:
+  //! when some layer's g_idx is not j / group_size (act-order with lazily fitted groups).
   bool act_order = false;
   //! Check that codes and parameters reproduce rounded::weights (catches results whose codes are
   //! in another basis, such as an RHT rotation).
@@ -447,24 +448,35 @@ inline void add_to(safetensors_writer& w, const std::string& prefix, const compr
 //! The compressed-tensors package version whose format the writer follows (and the tests pin).
 inline constexpr std::string_view compressed_tensors_version = "0.20.1";
 
+//! True when the layer's g_idx is not j / group_size (act-order with lazily fitted groups).
+inline bool has_act_order_groups(const gptq_layer& L) {
+  const index gc = L.cols / L.groups;
+  for (index j = 0; j < L.cols; ++j)
+    if (L.g_idx[static_cast<std::size_t>(j)] != j / gc) return true;
+  return false;
+}
+
 //! quantize_config.json of a GPTQ checkpoint (AutoGPTQ / GPTQModel); group_size -1 = per channel.
-inline nlohmann::json gptq_quantize_config(const int_grid_options& o, bool desc_act) {
+//! desc_act: some layer's g_idx is not j / group_size (the loaders then take their act-order
+//! path); static_groups: act-order was used with groups fitted up front (metadata only).
+inline nlohmann::json gptq_quantize_config(const int_grid_options& o, bool desc_act, bool static_groups = false) {
   return {{"bits", o.bits},
           {"group_size", o.group_size <= 0 ? index{-1} : o.group_size},
           {"desc_act", desc_act},
           {"sym", o.sym},
-          {"static_groups", false},
+          {"static_groups", static_groups},
           {"true_sequential", true},
           {"lm_head", false},
           {"checkpoint_format", "gptq"},
           {"quant_method", "gptq"}};
 }
 
-//! The "quantization_config" block of config.json for the given layout. desc_act: GPTQ act-order
-//! (set when any exported layer has act-order groups).
+//! The "quantization_config" block of config.json for the given layout. desc_act (GPTQ): some
+//! exported layer has act-order groups (see has_act_order_groups); c.act_order without them
+//! means act-order with static groups.
 inline nlohmann::json quantization_config(const int_grid_options& o, const checkpoint_options& c,
                                           bool desc_act = false) {
-  if (c.format == checkpoint_format::gptq) return gptq_quantize_config(o, desc_act || c.act_order);
+  if (c.format == checkpoint_format::gptq) return gptq_quantize_config(o, desc_act, c.act_order && !desc_act);
   nlohmann::json weights = {{"num_bits", o.bits},
                             {"type", "int"},
                             {"symmetric", o.sym},
@@ -525,7 +537,7 @@ checkpoint_json write_quantized_checkpoint(safetensors_writer& w, const std::fil
                                            std::span<const quantized_linear<T>> layers, const int_grid_options& grid,
                                            const checkpoint_options& opt = {}) {
   constexpr const char* what = "yaqa::write_quantized_checkpoint";
-  bool desc_act = opt.act_order;
+  bool desc_act = false;
   detail::require(opt.format != checkpoint_format::gptq || opt.scale_type == dtype::f16, what,
                   ": the GPTQ layout stores F16 scales; got scale type ", safetensors_name(opt.scale_type));
   // Pack everything first: a layer that cannot be exported leaves `w` as it was.
@@ -546,7 +558,7 @@ checkpoint_json write_quantized_checkpoint(safetensors_writer& w, const std::fil
     prefixes.push_back(prefix);
     if (opt.format == checkpoint_format::gptq) {
       gq.push_back(pack_gptq(*l.result, grid, l.name, opt.verify));
-      desc_act |= !l.result->group_index.empty();
+      desc_act |= has_act_order_groups(gq.back());
     } else {
       cq.push_back(pack_compressed_tensors(*l.result, grid, l.name, opt.scale_type, opt.verify));
     }
