@@ -472,4 +472,43 @@ TEST_CASE("gptq_checkpoint: real GPTQ results export: act-order (lazy groups) to
   }
 }
 
+TEST_CASE("gptq_checkpoint: quantize_layer results export without RHT and are refused with it", "[io][gptq_checkpoint]") {
+  using T = float;
+  const index m = 48, n = 192;
+  const matrix<T> w = yaqa::test::random_matrix<T>(m, n, 21);
+  const matrix<T> h_in = yaqa::test::random_second_moment<T>(n, 384, 22);
+  const matrix<T> h_out = yaqa::test::random_second_moment<T>(m, 384, 23);
+  int_grid_options o;
+  o.bits = 4;
+  o.group_size = 64;
+  const int_grid<T> q(o);
+  yaqa::test::temp_dir dir;
+  for (method a : {method::rtn, method::gptq, method::ldlq, method::yaqa}) {
+    INFO(method_name(a));
+    rounding_options ro;
+    ro.algorithm = a;
+    ro.incoherence = false;
+    const auto res = quantize_layer(q, view(w), view(h_in), view(h_out), ro);
+    REQUIRE_FALSE(res.rotated);
+    const std::vector<quantized_linear<T>> layers{{"model.layers.0.mlp.up_proj", res}};
+    for (auto f : {checkpoint_format::gptq, checkpoint_format::compressed_tensors}) {
+      checkpoint_options co;
+      co.format = f;
+      safetensors_writer sw;
+      CHECK_NOTHROW(write_quantized_checkpoint<T>(sw, dir / "l.safetensors", layers, o, co));
+    }
+    CHECK(max_rel_diff(dequantize_gptq<T>(pack_gptq(res, o), dequant_precision::exact), res.weights) <= 0x1p-11);
+    ro.incoherence = true;
+    const auto rot = quantize_layer(q, view(w), view(h_in), view(h_out), ro);
+    REQUIRE(rot.rotated);
+    const std::vector<quantized_linear<T>> rl{{"model.layers.0.mlp.up_proj", rot}};
+    safetensors_writer sw;
+    CHECK_THROWS_WITH(write_quantized_checkpoint<T>(sw, dir / "r.safetensors", rl, o),
+                      Catch::Matchers::Contains("random Hadamard transform"));
+    // Without the flag (a plain rounded<> copy), the weight check still catches the other basis.
+    const rounded<int_grid<T>> plain = rot;
+    CHECK_THROWS_WITH(pack_gptq(plain, o), Catch::Matchers::Contains("do not reproduce"));
+  }
+}
+
 }  // namespace ckpt_test
