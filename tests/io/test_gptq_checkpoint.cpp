@@ -426,8 +426,8 @@ TEST_CASE("gptq_checkpoint: write_quantized_checkpoint: tensors, dtypes, shapes,
   CHECK(q["config_groups"]["group_0"]["weights"]["strategy"] == "group");
   CHECK(q["config_groups"]["group_0"]["weights"]["group_size"] == 24);
   CHECK(q["config_groups"]["group_0"]["weights"]["symmetric"] == false);
-  CHECK(q["config_groups"]["group_0"]["targets"] == nlohmann::json{"Linear"});
-  CHECK(q["ignore"] == nlohmann::json{"lm_head"});
+  CHECK(q["config_groups"]["group_0"]["targets"] == nlohmann::json::array({"Linear"}));
+  CHECK(q["ignore"] == nlohmann::json::array({"lm_head"}));
   auto oc = o;
   oc.group_size = 0;
   CHECK(quantization_config(oc, ct)["config_groups"]["group_0"]["weights"]["strategy"] == "channel");

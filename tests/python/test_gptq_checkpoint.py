@@ -301,7 +301,8 @@ def check_ct(case, ct, failures):
     cfg = case["quantization_config"]
     wcfg = cfg["config_groups"]["group_0"]["weights"]
     check(cfg["quant_method"] == "compressed-tensors" and cfg["format"] == "pack-quantized"
-          and cfg["quantization_status"] == "compressed", f"quantization_config {cfg}")
+          and cfg["quantization_status"] == "compressed" and cfg["ignore"] == ["lm_head"]
+          and cfg["config_groups"]["group_0"]["targets"] == ["Linear"], f"quantization_config {cfg}")
     check(wcfg["num_bits"] == bits and wcfg["type"] == "int" and wcfg["symmetric"] == sym
           and wcfg["strategy"] == ("group" if G > 1 or case["group_size"] > 0 else "channel")
           and wcfg["group_size"] == (case["group_size"] if case["group_size"] > 0 else None), f"weights {wcfg}")
