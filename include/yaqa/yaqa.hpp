@@ -37,6 +37,7 @@
 #include <yaqa/io/file.hpp>
 #include <yaqa/io/float16.hpp>
 #include <yaqa/io/gguf.hpp>
+#include <yaqa/io/gptq_checkpoint.hpp>
 #include <yaqa/io/hessian_file.hpp>
 #include <yaqa/io/imatrix.hpp>
 #include <yaqa/io/npy.hpp>

@@ -204,3 +204,76 @@ TEST_CASE("run: gguf quantizer with safetensors output writes the weights and NA
   CHECK(out.at("blk.0.attn_norm.weight").type == dtype::f32);
   CHECK(out.at("token_embd.weight").type == dtype::f16);
 }
+
+TEST_CASE("run: --format gptq / compressed-tensors write the packed layers, other tensors and the config JSON",
+          "[cli][checkpoint]") {
+  temp_dir dir;
+  write_cli_model(dir.path());
+  const safetensors_file wf(dir / "W.safetensors"), hf(dir / "H.safetensors");
+  for (const char* format : {"gptq", "compressed-tensors"}) {
+    DYNAMIC_SECTION(format) {
+      std::vector<std::string> extra{"--method", "gptq", "--bits", "4", "--group-size", "16", "--format", format};
+      if (std::string(format) == "compressed-tensors") extra.push_back("--asym");
+      const auto opts = cli_parse(cli_args(dir.path(), extra));
+      CHECK_FALSE(opts.rht);
+      std::ostringstream log;
+      const auto s = cli::run(opts, log);
+      CHECK(s.layers == 2);
+      const safetensors_file q(dir / "Q.safetensors");
+      for (const char* t : {"blk.0.up.bias", "blk.0.ids"}) {
+        REQUIRE(q.contains(t));
+        CHECK(std::equal(q.at(t).bytes.begin(), q.at(t).bytes.end(), wf.at(t).bytes.begin(), wf.at(t).bytes.end()));
+      }
+      const int_grid_options grid{.bits = 4, .sym = std::string(format) == "gptq", .group_size = 16};
+      for (const auto& l : cli_model{}.layers) {
+        const std::string prefix = l.name.substr(0, l.name.size() - 7);
+        CHECK_FALSE(q.contains(l.name));  // the packed layer replaces the float weight
+        rounding_options ro;
+        ro.algorithm = method::gptq;
+        ro.incoherence = false;
+        const auto ref = quantize_layer(int_grid<float>(grid), view(to_matrix<float>(wf.at(l.name))),
+                                        view(to_matrix<float>(hf.at(l.name + ".H"))), matrix_view<const float>{}, ro);
+        if (std::string(format) == "gptq") {
+          const gptq_layer L = pack_gptq(ref, grid, l.name);
+          const auto want = yaqa::detail::le_bytes(L.qweight);
+          const auto& got = q.at(prefix + ".qweight").bytes;
+          CHECK(std::equal(got.begin(), got.end(), want.begin(), want.end()));
+          CHECK(q.contains(prefix + ".qzeros"));
+          CHECK(q.contains(prefix + ".scales"));
+          CHECK(q.contains(prefix + ".g_idx"));
+        } else {
+          const compressed_tensors_layer L = pack_compressed_tensors(ref, grid, l.name);
+          const auto want = yaqa::detail::le_bytes(L.weight_packed);
+          const auto& got = q.at(prefix + ".weight_packed").bytes;
+          CHECK(std::equal(got.begin(), got.end(), want.begin(), want.end()));
+          CHECK(q.contains(prefix + ".weight_zero_point"));
+        }
+      }
+      const fs::path cfg = dir / (std::string(format) == "gptq" ? "quantize_config.json" : "quantization_config.json");
+      REQUIRE(fs::exists(cfg));
+      std::ifstream in(cfg);
+      const auto j = nlohmann::json::parse(in);
+      if (std::string(format) == "gptq") {
+        CHECK(j.at("bits") == 4);
+        CHECK(j.at("group_size") == 16);
+        CHECK(j.at("quant_method") == "gptq");
+      } else {
+        CHECK(j.at("format") == "pack-quantized");
+        CHECK(j.at("ignore").empty());
+      }
+    }
+  }
+  auto fails = [&](std::vector<std::string> extra, const std::string& needle) {
+    const auto r = cli_parse_result(cli_args(dir.path(), std::move(extra)));
+    CHECK_FALSE(r.opts.has_value());
+    INFO(r.message);
+    CHECK(r.message.find(needle) != std::string::npos);
+  };
+  fails({"--format", "gptq", "--quantizer", "lloyd"}, "--quantizer int");
+  fails({"--format", "gptq", "--rht"}, "--rht");
+  // RHT-free but not representable: 5 bits in the GPTQ layout, named with the layer
+  const auto bad = cli_parse(cli_args(dir.path(), {"--format", "gptq", "--bits", "5", "--method", "rtn"}, "B.safetensors"));
+  std::ostringstream log;
+  CHECK_THROWS_WITH(cli::run(bad, log), Catch::Contains("blk.0") && Catch::Contains("5"));
+  CHECK_FALSE(fs::exists(dir / "B.safetensors"));
+}

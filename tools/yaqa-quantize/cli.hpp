@@ -122,8 +122,23 @@ inline bool is_gguf_path(const std::string& path) {
   return ext == ".gguf";
 }
 
+//! What --out holds (--format; automatic: GGUF for a .gguf name, else safetensors).
+enum class output_format { automatic, safetensors, gguf, gptq, compressed_tensors };
+
+inline const char* output_format_name(output_format f) {
+  switch (f) {
+    case output_format::automatic: return "auto";
+    case output_format::safetensors: return "safetensors";
+    case output_format::gguf: return "gguf";
+    case output_format::gptq: return "gptq";
+    case output_format::compressed_tensors: return "compressed-tensors";
+  }
+  return "?";
+}
+
 struct options {
   std::string weights, hessians, out;
+  output_format format = output_format::automatic;  //!< resolved by parse_command_line (never automatic after)
   method algorithm = method::yaqa;
   quantizer_kind quantizer = quantizer_kind::int_grid;
   int bits = 4;
@@ -278,9 +293,24 @@ inline void validate(options& o, bool bits_given, bool group_given, bool trellis
   }
   require(o.importance || o.quantizer == quantizer_kind::gguf,
           "yaqa-quantize: --no-importance applies to --quantizer gguf:TYPE only, not ", q);
-  require(!is_gguf_path(o.out) || o.quantizer == quantizer_kind::gguf,
+  if (o.format == output_format::automatic)
+    o.format = is_gguf_path(o.out) ? output_format::gguf : output_format::safetensors;
+  require(o.format != output_format::gguf || o.quantizer == quantizer_kind::gguf,
           "yaqa-quantize: --out '", o.out, "' is a GGUF file, which stores llama.cpp block types: use --quantizer "
           "gguf:TYPE (", gguf_cli_type_list(), ")");
+  if (o.format == output_format::gptq || o.format == output_format::compressed_tensors) {
+    const char* f = output_format_name(o.format);
+    require(o.quantizer == quantizer_kind::int_grid, "yaqa-quantize: --format ", f,
+            " stores the integer grid's codes: use --quantizer int, not ", q);
+    // vLLM / transformers kernels apply no rotation: the codes must be those of W itself.
+    require(!(rht_given && o.rht), "yaqa-quantize: --rht does not apply to --format ", f,
+            " (its kernels run no Hadamard transform; the codes must quantize W itself)");
+    o.rht = false;
+    require(!o.refine.lwc, "yaqa-quantize: --lwc learns clip factors per group that the ", f,
+            " layout stores as plain scales; it is not supported with --format ", f);
+    require(!is_gguf_path(o.out), "yaqa-quantize: --format ", f, " writes safetensors, but --out '", o.out,
+            "' ends in .gguf");
+  }
   require(trellis_given == false || o.quantizer == quantizer_kind::trellis,
           "yaqa-quantize: --trellis applies to --quantizer trellis only, not ", q);
   require(o.group_size >= 0, "yaqa-quantize: --group-size must be >= 0 (0 = per output channel), got ", o.group_size);
@@ -376,6 +406,13 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
                  "1mad|3inst|hyb (default 16,<bits>,0,hyb)");
   app.add_option("--group-size", o.group_size, "Input columns per scale group; 0 = one group per output row")
       ->capture_default_str();
+  std::string format_s = "auto";
+  app.add_option("--format", format_s,
+                 "Output layout: auto (GGUF for a .gguf --out, else safetensors), safetensors (dequantized weights + "
+                 "NAME.qcodes / NAME.qparams), gguf, gptq (qweight/qzeros/scales/g_idx + quantize_config.json; "
+                 "--quantizer int, no RHT) or compressed-tensors (pack-quantized + quantization_config.json)")
+      ->check(CLI::IsMember({"auto", "safetensors", "gguf", "gptq", "compressed-tensors"}))
+      ->capture_default_str();
   app.add_flag("--asym", o.asym, "int: asymmetric grid with a fitted zero point (default symmetric)");
   app.add_flag("--mse", o.mse, "int: search a clipped range per row (GPTQ's --mse)");
   CLI::Option* rht_opt =
@@ -433,6 +470,9 @@ inline parse_result parse_command_line(int argc, const char* const* argv) {
       if (c.preset) o.gguf_preset = std::string(c.preset->name);
     }
     o.importance = !no_importance;
+    o.format = format_s == "safetensors" ? output_format::safetensors : format_s == "gguf" ? output_format::gguf
+             : format_s == "gptq" ? output_format::gptq : format_s == "compressed-tensors"
+             ? output_format::compressed_tensors : output_format::automatic;
     std::tie(o.tile_rows, o.tile_cols) = parse_tile(tile_s);
     o.seed = parse_seed(seed_s);
     o.refine.method = parse_refine_method(refine_s);

@@ -77,7 +77,13 @@ run_summary run(const options& o, std::ostream& log) {
   else
     hst.emplace(o.hessians);
   const std::vector<planned_layer> plan = him ? plan_layers(o, wts, *him) : plan_layers(o, wts, *hst);
-  const bool gguf_out = is_gguf_path(o.out);
+  const bool gguf_out = o.format == output_format::gguf;
+  const bool checkpoint_out = o.format == output_format::gptq || o.format == output_format::compressed_tensors;
+  yaqa::detail::require(!checkpoint_out || wst.has_value(), "yaqa-quantize: --format ", output_format_name(o.format),
+                        " needs safetensors weights (the checkpoint keeps the model's other tensors as they are); '",
+                        o.weights, "' is a GGUF file");
+  std::vector<std::pair<std::string, layer_result<int_grid<float>>>> checkpoint_layers;
+  checkpoint_layers.reserve(plan.size());
 
   rounding_options ro;
   ro.algorithm = o.algorithm;
@@ -176,7 +182,7 @@ run_summary run(const options& o, std::ostream& log) {
         lo.bits = gguf_code_bits(t->second);
       }
       detail::layer_job job{lo, backend, ro, pl, name, w, h_in, h_out, out, rep, log, quantized.size() + 1, plan.size(),
-                            gguf_out ? &gguf_tensors : nullptr};
+                            gguf_out ? &gguf_tensors : nullptr, checkpoint_out ? &checkpoint_layers : nullptr};
       detail::with_quantizer(lo, view(h_in), [&](const auto& q) { detail::write_layer(q, job); });
     } catch (const yaqa::error&) {
       detail::rethrow_with_context(context);
@@ -184,7 +190,43 @@ run_summary run(const options& o, std::ostream& log) {
     quantized.push_back(name);
   }
   s.layers = int(quantized.size());
-  if (gguf_out) {
+  if (checkpoint_out) {
+    // GPTQ / compressed-tensors: every other tensor as it is, the layers packed, the config JSON
+    // beside the file (quantize_config.json: what GPTQ loaders read; quantization_config.json:
+    // the block that goes into the model's config.json).
+    safetensors_writer w;
+    w.forbid_path(o.weights);
+    w.forbid_path(o.hessians);
+    if (!o.report.empty()) w.forbid_path(o.report);
+    w.metadata() = meta;
+    for (const tensor_view& t : wst->tensors())
+      if (std::find(quantized.begin(), quantized.end(), t.name) == quantized.end()) {
+        w.add_borrowed(t);
+        ++s.copied;
+      }
+    std::vector<quantized_linear<float>> layers;
+    for (const auto& [name, r] : checkpoint_layers) layers.emplace_back(name, r);
+    checkpoint_options co;
+    co.format = o.format == output_format::gptq ? checkpoint_format::gptq : checkpoint_format::compressed_tensors;
+    co.act_order = o.act_order;
+    co.ignore.clear();  // the modules whose 2-D weight stays unquantized (e.g. lm_head without a Hessian)
+    for (const tensor_view& t : wst->tensors()) {
+      const std::string nm(t.name);
+      if (t.rank() == 2 && nm.size() > 7 && nm.ends_with(".weight") &&
+          std::find(quantized.begin(), quantized.end(), nm) == quantized.end())
+        co.ignore.push_back(nm.substr(0, nm.size() - 7));
+    }
+    const int_grid_options grid{.bits = o.bits, .sym = !o.asym, .group_size = o.group_size, .mse = o.mse};
+    const std::filesystem::path dir = std::filesystem::absolute(o.out).parent_path();
+    const std::filesystem::path cfg = dir / (o.format == output_format::gptq ? "quantize_config.json"
+                                                                             : "quantization_config.json");
+    for (const std::string* in : {&o.weights, &o.hessians}) check_not_forbidden("yaqa-quantize: the config", cfg, {*in});
+    const checkpoint_json j = write_quantized_checkpoint<float>(w, o.out, layers, grid, co);
+    atomic_output_file f(cfg, "yaqa-quantize: the checkpoint's config");
+    f.write((o.format == output_format::gptq ? j.quantize_config : j.quantization_config).dump(2) + "\n");
+    f.commit();
+    rep["checkpoint_config"] = {{"path", cfg.string()}, {"quantization_config", j.quantization_config}};
+  } else if (gguf_out) {
     // Every KV pair and every tensor of a GGUF input in file order, quantized ones replaced by
     // their blocks; a safetensors input's tensors in its order as plain GGUF types.
     gguf_writer g;

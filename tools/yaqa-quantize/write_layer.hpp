@@ -189,6 +189,8 @@ struct layer_job {
   std::size_t planned = 0;   //!< layers in the plan
   //! GGUF output: a GGUF quantizer's blocks go here (by name), not into `out`.
   std::map<std::string, gguf_blocks>* gguf_out = nullptr;
+  //! --format gptq / compressed-tensors: the int grid's results go here, packed by run().
+  std::vector<std::pair<std::string, layer_result<int_grid<float>>>>* checkpoint = nullptr;
 };
 
 //! Quantizes j's layer with q and writes its tensors, metadata and report entry.
@@ -218,6 +220,8 @@ void write_layer(const Q& q, layer_job& j) {
       j.out.add(j.name + ".qblocks", dtype::u8, {m, row_bytes}, std::move(blocks));
       layer_meta["qblocks_layout"] = "ggml blocks of " + std::string(ggml_type_name(q.type())) + ", one row of W per row";
     }
+  } else if (j.checkpoint) {
+    // packed by run() once every layer is done (nothing is written for a run that fails)
   } else {
     j.out.add(j.name, view(std::as_const(res.weights)), dtype::f32);
     using C = typename std::decay_t<decltype(q)>::code_type;
@@ -297,6 +301,8 @@ void write_layer(const Q& q, layer_job& j) {
         << " "
         << std::fixed << std::setprecision(2) << lr.seconds << " s" << std::defaultfloat << std::endl;
   }
+  if constexpr (std::is_same_v<Q, int_grid<float>>)
+    if (j.checkpoint) j.checkpoint->emplace_back(j.name, std::move(res));
 }
 
 }  // namespace detail
