@@ -66,12 +66,6 @@ struct gguf_scale_min_params {
 
 namespace detail {
 
-//! llama.cpp's nearest_int: round half to even (the default rounding mode), for |v| < 2^22.
-inline int kq_nearest_int(float v) { return static_cast<int>(std::nearbyint(v)); }
-
-//! a * b rounded to float: never fused with the addition that consumes it.
-inline float kq_mul(float a, float b) { return round_to_type(a * b); }
-
 //! make_qkx2_quants (qkx3 = false) / make_qkx3_quants (qkx3 = true) of ggml-quants.c: returns the
 //! scale, writes the codes of the best fit to L and -min (>= 0) to the_min. weights: n entries.
 inline float affine_search(int n, int nmax, const float* x, const float* weights, std::uint8_t* L,
@@ -80,13 +74,13 @@ inline float affine_search(int n, int nmax, const float* x, const float* weights
   float min = x[0];
   float max = x[0];
   float sum_w = weights[0];
-  float sum_x = kq_mul(sum_w, x[0]);
+  float sum_x = gguf_mul(sum_w, x[0]);
   for (int i = 1; i < n; ++i) {
     if (x[i] < min) min = x[i];
     if (x[i] > max) max = x[i];
     const float w = weights[i];
     sum_w += w;
-    sum_x += kq_mul(w, x[i]);
+    sum_x += gguf_mul(w, x[i]);
   }
   if (min > 0) min = 0;
   if (qkx3 ? max <= min : max == min) {
@@ -99,45 +93,45 @@ inline float affine_search(int n, int nmax, const float* x, const float* weights
   // against Inf / NaN; the same codes as its clamp after rounding for finite values).
   auto code = [&](float iscale, float xi, float mn) {
     const float v = iscale * (xi - mn);
-    return v > 0 ? kq_nearest_int(std::min(v, fmax_l)) : 0;
+    return v > 0 ? gguf_nearest_int(std::min(v, fmax_l)) : 0;
   };
   float iscale = fmax_l / (max - min);
   float scale = 1 / iscale;
   float best_error = 0;
   for (int i = 0; i < n; ++i) {
     L[i] = static_cast<std::uint8_t>(code(iscale, x[i], min));
-    float diff = kq_mul(scale, float(L[i])) + min - x[i];
+    float diff = gguf_mul(scale, float(L[i])) + min - x[i];
     diff = use_mad ? std::fabs(diff) : diff * diff;
-    best_error += kq_mul(weights[i], diff);
+    best_error += gguf_mul(weights[i], diff);
   }
   if (nstep < 1) {
     *the_min = -min;
     return scale;
   }
   for (int is = 0; is <= nstep; ++is) {
-    iscale = (rmin + kq_mul(rdelta, float(is)) + fmax_l) / (max - min);
+    iscale = (rmin + gguf_mul(rdelta, float(is)) + fmax_l) / (max - min);
     float sum_l = 0, sum_l2 = 0, sum_xl = 0;
     for (int i = 0; i < n; ++i) {
       const int l = code(iscale, x[i], min);
       Laux[i] = static_cast<std::uint8_t>(l);
       const float w = weights[i];
-      sum_l += kq_mul(w, float(l));
-      sum_l2 += kq_mul(w * float(l), float(l));
-      sum_xl += kq_mul(w * float(l), x[i]);
+      sum_l += gguf_mul(w, float(l));
+      sum_l2 += gguf_mul(w * float(l), float(l));
+      sum_xl += gguf_mul(w * float(l), x[i]);
     }
-    const float D = kq_mul(sum_w, sum_l2) - kq_mul(sum_l, sum_l);
+    const float D = gguf_mul(sum_w, sum_l2) - gguf_mul(sum_l, sum_l);
     if (D > 0) {
-      float this_scale = (kq_mul(sum_w, sum_xl) - kq_mul(sum_x, sum_l)) / D;
-      float this_min = (kq_mul(sum_l2, sum_x) - kq_mul(sum_l, sum_xl)) / D;
+      float this_scale = (gguf_mul(sum_w, sum_xl) - gguf_mul(sum_x, sum_l)) / D;
+      float this_min = (gguf_mul(sum_l2, sum_x) - gguf_mul(sum_l, sum_xl)) / D;
       if (this_min > 0) {
         this_min = 0;
         this_scale = sum_xl / sum_l2;
       }
       float cur_error = 0;
       for (int i = 0; i < n; ++i) {
-        float diff = kq_mul(this_scale, float(Laux[i])) + this_min - x[i];
+        float diff = gguf_mul(this_scale, float(Laux[i])) + this_min - x[i];
         diff = use_mad ? std::fabs(diff) : diff * diff;
-        cur_error += kq_mul(weights[i], diff);
+        cur_error += gguf_mul(weights[i], diff);
       }
       if (cur_error < best_error) {
         std::copy(Laux, Laux + n, L);
@@ -163,22 +157,22 @@ inline float positive_scale_search(int n, int nmax, const float* x, std::uint8_t
     return 0.f;
   }
   float iscale = static_cast<float>(nmax) / max;
-  for (int i = 0; i < n; ++i) L[i] = static_cast<std::uint8_t>(kq_nearest_int(iscale * x[i]));
+  for (int i = 0; i < n; ++i) L[i] = static_cast<std::uint8_t>(gguf_nearest_int(iscale * x[i]));
   const float scale = 1 / iscale;
   float best_mse = 0;
   for (int i = 0; i < n; ++i) {
-    const float diff = x[i] - kq_mul(scale, float(L[i]));
-    best_mse += kq_mul(quant_weights[i] * diff, diff);
+    const float diff = x[i] - gguf_mul(scale, float(L[i]));
+    best_mse += gguf_mul(quant_weights[i] * diff, diff);
   }
   for (int is = -4; is <= 4; ++is) {
     if (is == 0) continue;
-    const float iscale_is = (kq_mul(0.1f, float(is)) + float(nmax)) / max;
+    const float iscale_is = (gguf_mul(0.1f, float(is)) + float(nmax)) / max;
     const float scale_is = 1 / iscale_is;
     float mse = 0;
     for (int i = 0; i < n; ++i) {
-      const int l = std::min(nmax, kq_nearest_int(iscale_is * x[i]));
-      const float diff = x[i] - kq_mul(scale_is, float(l));
-      mse += kq_mul(quant_weights[i] * diff, diff);
+      const int l = std::min(nmax, gguf_nearest_int(iscale_is * x[i]));
+      const float diff = x[i] - gguf_mul(scale_is, float(l));
+      mse += gguf_mul(quant_weights[i] * diff, diff);
     }
     if (mse < best_mse) {
       best_mse = mse;
@@ -188,23 +182,23 @@ inline float positive_scale_search(int n, int nmax, const float* x, std::uint8_t
   float sumlx = 0;
   float suml2 = 0;
   for (int i = 0; i < n; ++i) {
-    const int l = std::min(nmax, kq_nearest_int(iscale * x[i]));
+    const int l = std::min(nmax, gguf_nearest_int(iscale * x[i]));
     L[i] = static_cast<std::uint8_t>(l);
     const float w = quant_weights[i];
-    sumlx += kq_mul(w * x[i], float(l));
-    suml2 += kq_mul(w * float(l), float(l));
+    sumlx += gguf_mul(w * x[i], float(l));
+    suml2 += gguf_mul(w * float(l), float(l));
   }
   for (int itry = 0; itry < 5; ++itry) {
     int n_changed = 0;
     for (int i = 0; i < n; ++i) {
       const float w = quant_weights[i];
-      float slx = sumlx - kq_mul(w * x[i], float(L[i]));
-      float sl2 = suml2 - kq_mul(w * float(L[i]), float(L[i]));
+      float slx = sumlx - gguf_mul(w * x[i], float(L[i]));
+      float sl2 = suml2 - gguf_mul(w * float(L[i]), float(L[i]));
       if (slx > 0 && sl2 > 0) {
-        const int new_l = std::min(nmax, kq_nearest_int(x[i] * sl2 / slx));
+        const int new_l = std::min(nmax, gguf_nearest_int(x[i] * sl2 / slx));
         if (new_l != L[i]) {
-          slx += kq_mul(w * x[i], float(new_l));
-          sl2 += kq_mul(w * float(new_l), float(new_l));
+          slx += gguf_mul(w * x[i], float(new_l));
+          sl2 += gguf_mul(w * float(new_l), float(new_l));
           if (slx * slx * suml2 > sumlx * sumlx * sl2) {
             L[i] = static_cast<std::uint8_t>(new_l);
             sumlx = slx;
@@ -219,12 +213,6 @@ inline float positive_scale_search(int n, int nmax, const float* x, std::uint8_t
   return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-//! Sum of x[i]^2 over n values, left to right, in float.
-inline float kq_sum_sq(const float* x, int n) {
-  float s = 0;
-  for (int i = 0; i < n; ++i) s += kq_mul(x[i], x[i]);
-  return s;
-}
 
 //! The hot loop shared by the K-quant quantizers: codes nearest_int((x + min) / scale) clamped
 //! to [0, maxq] (code 0 where scale == 0), recon = the format's float dequantization
@@ -287,13 +275,6 @@ struct k_superblock {
   std::array<std::uint8_t, 16> m{};
 };
 
-inline void kq_put_u16(std::byte* out, std::uint16_t v) {
-  out[0] = static_cast<std::byte>(v & 0xffu);
-  out[1] = static_cast<std::byte>(v >> 8);
-}
-inline std::uint16_t kq_get_u16(const std::byte* in) {
-  return static_cast<std::uint16_t>(std::to_integer<unsigned>(in[0]) | (std::to_integer<unsigned>(in[1]) << 8));
-}
 
 //! The Quantizer machinery shared by the K-quants with a scale and a min per sub-block (Q2_K,
 //! Q4_K, Q5_K). F describes the format:
@@ -452,10 +433,7 @@ class gguf_scale_min_quantizer {
   //! Throws shape_error unless cols is a multiple of 256 and `in` holds exactly the tensor.
   [[nodiscard]] static matrix<float> decode(std::span<const std::byte> in, index rows, index cols) {
     const std::string what_s = what("decode");
-    check_gguf_columns(what_s.c_str(), type, cols);
-    const std::size_t need = static_cast<std::size_t>(rows >= 0 ? rows : 0) * gguf_row_bytes(type, cols);
-    require<shape_error>(rows >= 0 && in.size() == need, what_s, ": got ", in.size(), " bytes; a ", rows, "x", cols,
-                         " ", ggml_traits(type).name, " tensor needs ", need);
+    gguf_check_decode(what_s.c_str(), type, in.size(), rows, cols);
     const index nb = cols / block_size;
     const auto tsize = static_cast<std::size_t>(ggml_traits(type).type_size);
     matrix<float> out(rows, cols);

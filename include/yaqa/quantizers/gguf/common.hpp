@@ -17,6 +17,7 @@
 //! quantized against their super-block's scale, and llama.cpp's importance weights (an imatrix,
 //! the diagonal of H_in) are per input column, so fitting needs the whole matrix.
 //! No RHT: llama.cpp runs no rotations, so these are used with `--no-rht`.
+#include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -89,6 +90,38 @@ inline void check_importance(const char* what, const std::vector<float>& importa
 
 //! x rounded to fp16 and back (how a block stores a float scale).
 inline float f16_round(float x) { return f16_to_float(to_f16_bits(x)); }
+
+//! a * b rounded to float, never contracted into an FMA with a following add.
+inline float gguf_mul(float a, float b) { return round_to_type(a * b); }
+
+//! llama.cpp's nearest_int (to nearest, ties to even), for |v| < 2^22.
+inline int gguf_nearest_int(float v) { return static_cast<int>(std::nearbyint(v)); }
+
+//! sum of x[j]^2, left to right, in float.
+inline float gguf_sum_squares(index n, const float* x) {
+  float s = 0.f;
+  for (index j = 0; j < n; ++j) s += gguf_mul(x[j], x[j]);
+  return s;
+}
+
+//! Little-endian stores and loads of the block fields.
+inline void gguf_put_u16(std::byte* p, std::uint16_t v) {
+  p[0] = static_cast<std::byte>(v & 0xffu);
+  p[1] = static_cast<std::byte>(v >> 8);
+}
+inline std::uint16_t gguf_get_u16(const std::byte* p) {
+  return static_cast<std::uint16_t>(std::to_integer<unsigned>(p[0]) | (std::to_integer<unsigned>(p[1]) << 8));
+}
+inline std::uint8_t gguf_get_u8(const std::byte* p) { return std::to_integer<std::uint8_t>(*p); }
+
+//! decode()'s size check: `bytes` must hold exactly a rows x cols matrix of type t.
+inline void gguf_check_decode(const char* what, ggml_type t, std::size_t bytes, index rows, index cols) {
+  check_gguf_columns(what, t, cols);
+  require<shape_error>(rows >= 0, what, ": rows must be >= 0, got ", rows);
+  const std::size_t need = static_cast<std::size_t>(rows) * gguf_row_bytes(t, cols);
+  require<shape_error>(bytes == need, what, ": got ", bytes, " bytes; a ", rows, "x", cols, " ",
+                       ggml_traits(t).name, " tensor has ", need);
+}
 
 //! encode()'s size check: out must hold exactly the m x n matrix of type t.
 inline void check_gguf_encode(const char* what, ggml_type t, index m, index n, std::size_t groups,

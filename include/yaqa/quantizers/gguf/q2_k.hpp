@@ -57,7 +57,7 @@ struct q2_k_format {
       // The byte arithmetic of the reference (an int stored into a byte wraps).
       if (max_scale > 0) {
         const float iscale = q4scale / max_scale;
-        for (int j = 0; j < 16; ++j) bytes[j] = static_cast<std::uint8_t>(kq_nearest_int(iscale * scales[j]));
+        for (int j = 0; j < 16; ++j) bytes[j] = static_cast<std::uint8_t>(gguf_nearest_int(iscale * scales[j]));
         out.d = to_f16_bits(max_scale / q4scale);
       } else {
         bytes.fill(0);
@@ -67,17 +67,17 @@ struct q2_k_format {
         const float iscale = q4scale / max_min;
         for (int j = 0; j < 16; ++j)
           bytes[j] = static_cast<std::uint8_t>(bytes[j] |
-                                               static_cast<std::uint8_t>(kq_nearest_int(iscale * mins[j]) << 4));
+                                               static_cast<std::uint8_t>(gguf_nearest_int(iscale * mins[j]) << 4));
         out.dmin = to_f16_bits(max_min / q4scale);
       } else {
         out.dmin = to_f16_bits(0.f);
       }
     } else {  // quantize_row_q2_K_impl with quant_weights
-      const float sigma2 = kq_sum_sq(x, 256) / 256;
+      const float sigma2 = gguf_sum_squares(256, x) / 256;
       for (int j = 0; j < 16; ++j) {
         const float* xb = x + 16 * j;
         const float* qw = imp + 16 * j;
-        for (int l = 0; l < 16; ++l) weights[l] = qw[l] * std::sqrt(sigma2 + kq_mul(xb[l], xb[l]));
+        for (int l = 0; l < 16; ++l) weights[l] = qw[l] * std::sqrt(sigma2 + gguf_mul(xb[l], xb[l]));
         float sumw = 0;
         for (int l = 0; l < 16; ++l) sumw += weights[l];
         sw[j] = sumw;
@@ -107,13 +107,13 @@ struct q2_k_format {
         out[16 + 32 * h + l] =
             static_cast<std::byte>((c[0] & 3) | ((c[32] & 3) << 2) | ((c[64] & 3) << 4) | ((c[96] & 3) << 6));
       }
-    kq_put_u16(out + 80, s.d);
-    kq_put_u16(out + 82, s.dmin);
+    gguf_put_u16(out + 80, s.d);
+    gguf_put_u16(out + 82, s.dmin);
   }
 
   static void decode_block(const std::byte* in, float* out) {
-    const float d = f16_to_float(kq_get_u16(in + 80));
-    const float dmin = f16_to_float(kq_get_u16(in + 82));
+    const float d = f16_to_float(gguf_get_u16(in + 80));
+    const float dmin = f16_to_float(gguf_get_u16(in + 82));
     for (int j = 0; j < 16; ++j) {
       const unsigned sc = std::to_integer<unsigned>(in[j]);
       const float dl = d * static_cast<float>(sc & 0xF);

@@ -81,7 +81,7 @@ struct k4_format {
       float max_scale = 0, max_min = 0;
       for (int j = 0; j < 8; ++j) {
         const float* xb = x + 32 * j;
-        const float av_x = std::sqrt(kq_sum_sq(xb, 32) / 32);
+        const float av_x = std::sqrt(gguf_sum_squares(32, xb) / 32);
         for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(xb[l]);
         scales[j] = bits == 4 ? affine_search(32, nmax, xb, weights.data(), L.data(), &mins[j], Laux.data(), -1.f,
                                               0.1f, 20, false, false)
@@ -94,19 +94,19 @@ struct k4_format {
       const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
       for (int j = 0; j < 8; ++j) {
         // As the reference: the int lands in a byte (wrapping), then is capped at 63.
-        const auto s = static_cast<std::uint8_t>(kq_nearest_int(inv_scale * scales[j]));
-        const auto mm = static_cast<std::uint8_t>(kq_nearest_int(inv_min * mins[j]));
+        const auto s = static_cast<std::uint8_t>(gguf_nearest_int(inv_scale * scales[j]));
+        const auto mm = static_cast<std::uint8_t>(gguf_nearest_int(inv_min * mins[j]));
         ls[j] = std::min<std::uint8_t>(63, s);
         lm[j] = std::min<std::uint8_t>(63, mm);
       }
       d_block = max_scale / 63.f;
       m_block = max_min / 63.f;
     } else {  // quantize_row_q{4,5}_K_impl with quant_weights
-      const float sigma2 = 2 * kq_sum_sq(x, 256) / 256;
+      const float sigma2 = 2 * gguf_sum_squares(256, x) / 256;
       for (int j = 0; j < 8; ++j) {
         const float* xb = x + 32 * j;
         const float* qw = imp + 32 * j;
-        for (int l = 0; l < 32; ++l) weights[l] = qw[l] * std::sqrt(sigma2 + kq_mul(xb[l], xb[l]));
+        for (int l = 0; l < 32; ++l) weights[l] = qw[l] * std::sqrt(sigma2 + gguf_mul(xb[l], xb[l]));
         float sumw = 0;
         for (int l = 0; l < 32; ++l) sumw += weights[l];
         sw[j] = sumw;
@@ -132,8 +132,8 @@ struct k4_format {
   //! qs[128]. qs byte 32c + l holds code 64c + l (low nibble) and 64c + 32 + l (high nibble);
   //! qh byte l holds the 5th bit of code 32j + l in bit j.
   static void encode_block(const k_superblock& s, const std::uint8_t* q, std::byte* out) {
-    kq_put_u16(out, s.d);
-    kq_put_u16(out + 2, s.dmin);
+    gguf_put_u16(out, s.d);
+    gguf_put_u16(out + 2, s.dmin);
     std::array<std::uint8_t, 12> packed{};
     pack_scales_k4(s.sc.data(), s.m.data(), packed.data());
     for (int k = 0; k < 12; ++k) out[4 + k] = static_cast<std::byte>(packed[k]);
@@ -153,8 +153,8 @@ struct k4_format {
   }
 
   static void decode_block(const std::byte* in, float* out) {
-    const float d = f16_to_float(kq_get_u16(in));
-    const float dmin = f16_to_float(kq_get_u16(in + 2));
+    const float d = f16_to_float(gguf_get_u16(in));
+    const float dmin = f16_to_float(gguf_get_u16(in + 2));
     std::array<std::uint8_t, 12> packed{};
     for (int k = 0; k < 12; ++k) packed[k] = std::to_integer<std::uint8_t>(in[4 + k]);
     const std::byte* qs = in + (bits == 5 ? 48 : 16);

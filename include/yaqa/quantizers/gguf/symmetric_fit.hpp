@@ -72,11 +72,6 @@ namespace detail {
 //! llama.cpp's GROUP_MAX_EPS: a group whose largest magnitude is below it is all zero.
 inline constexpr float gguf_group_max_eps = 1e-15f;
 
-//! a * b rounded to float, never contracted into an FMA with a following add.
-inline float gguf_mul(float a, float b) { return round_to_type(a * b); }
-
-//! llama.cpp's nearest_int (to nearest, ties to even), for |v| < 2^22.
-inline int gguf_nearest_int(float v) { return static_cast<int>(std::nearbyint(v)); }
 
 //! nearest_int(v) clamped to [lo, hi], safe for any v (NaN gives lo).
 inline int gguf_nearest_clamped(float v, int lo, int hi) {
@@ -192,12 +187,6 @@ inline void gguf_importance_weights(int n, const float* x, const float* qw, floa
   for (int j = 0; j < n; ++j) out[j] = qw[j] * std::sqrt(sigma2 + gguf_mul(x[j], x[j]));
 }
 
-//! sum of x[j]^2, left to right, in float.
-inline float gguf_sum_squares(index n, const float* x) {
-  float s = 0.f;
-  for (index j = 0; j < n; ++j) s += gguf_mul(x[j], x[j]);
-  return s;
-}
 
 //! Calls f(i, row) for every row i of w, with row the n values of row i as float. Rows are
 //! independent, so they run in parallel (OpenMP; serial when small or inside a parallel region).
@@ -244,24 +233,7 @@ void gguf_quantize_loop(const char* what, matrix_view<const T> target, index row
   if (bad) throw_non_finite_target(what, target);
 }
 
-//! Little-endian stores and loads of the block fields.
-inline void gguf_put_u16(std::byte* p, std::uint16_t v) {
-  p[0] = static_cast<std::byte>(v & 0xffu);
-  p[1] = static_cast<std::byte>(v >> 8);
-}
-inline std::uint16_t gguf_get_u16(const std::byte* p) {
-  return static_cast<std::uint16_t>(std::to_integer<unsigned>(p[0]) | (std::to_integer<unsigned>(p[1]) << 8));
-}
-inline std::uint8_t gguf_get_u8(const std::byte* p) { return std::to_integer<std::uint8_t>(*p); }
 
-//! decode()'s size check: `bytes` must hold exactly a rows x cols matrix of type t.
-inline void gguf_check_decode(const char* what, ggml_type t, std::size_t bytes, index rows, index cols) {
-  check_gguf_columns(what, t, cols);
-  require<shape_error>(rows >= 0, what, ": rows must be >= 0, got ", rows);
-  const std::size_t need = static_cast<std::size_t>(rows) * gguf_row_bytes(t, cols);
-  require<shape_error>(bytes == need, what, ": got ", bytes, " bytes; a ", rows, "x", cols, " ",
-                       ggml_traits(t).name, " tensor has ", need);
-}
 
 //! The params' rows must cover the m rows of the codes (encode()).
 template <class P>
