@@ -29,7 +29,14 @@ void fuzz_argv(const std::vector<std::string>& args) {
   }
   const yaqa::cli::options& o = *r.opts;
   check(r.exit_code == 0);
-  check(o.bits >= 2 && o.bits <= 8);
+  // trellis goes down to 1 bit (QTIP's K = 1); every other quantizer starts at 2
+  check(o.bits >= (o.quantizer == yaqa::cli::quantizer_kind::trellis ? 1 : 2) && o.bits <= 8);
+  check(o.format != yaqa::cli::output_format::automatic);  // resolved by the parser
+  // GGUF blocks and GPTQ / compressed-tensors checkpoints hold W itself: never rotated
+  check(!(o.quantizer == yaqa::cli::quantizer_kind::gguf && o.rht));
+  check(!((o.format == yaqa::cli::output_format::gptq || o.format == yaqa::cli::output_format::compressed_tensors) &&
+          (o.rht || o.quantizer != yaqa::cli::quantizer_kind::int_grid)));
+  check(o.format != yaqa::cli::output_format::gguf || o.quantizer == yaqa::cli::quantizer_kind::gguf);
   check(o.tile_rows >= 1 && o.tile_cols >= 1);
   check(o.damp > 0);
   check(o.threads >= 0);

@@ -592,6 +592,49 @@ def weights_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
             for k, v in model.state_dict().items()}
 
 
+def gguf_tensor_names(hessians: Dict[str, torch.Tensor], arch: str,
+                      n_blocks: Optional[int] = None) -> Dict[str, torch.Tensor]:
+    """Renames the Hessians of HF weight names (``model.layers.0.self_attn.q_proj.weight.H``) to
+    the GGUF tensor names llama.cpp's converter gives those weights (``blk.0.attn_q.weight.H``),
+    with gguf-py's tensor name map for the architecture ``arch`` (e.g. "llama", "qwen2";
+    ``pip install gguf``). ``n_blocks``: the number of transformer blocks (default: one more than
+    the largest layer index in the names).
+
+    Only ``NAME.H`` (``--kind xtx``) is renamed: llama.cpp's converter permutes the rows of some
+    weights (attn_q / attn_k for llama), which leaves H_in unchanged but not H_out, so Kronecker
+    factors are refused rather than written in a row order the GGUF does not have. Raises
+    CollectError for an unknown architecture, a weight with no GGUF name, or an H_in / H_out."""
+    try:
+        import gguf  # llama.cpp's own Python package (PyPI gguf)
+    except ImportError as e:
+        raise CollectError(f"--gguf-names needs llama.cpp's Python package: pip install gguf ({e})")
+    archs = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}
+    if arch not in archs:
+        raise CollectError(f"--gguf-names: unknown architecture '{arch}'; gguf-py knows "
+                           f"{', '.join(sorted(archs)[:12])}, ... ({len(archs)} in all)")
+    weights = {}
+    for key in hessians:
+        if not key.endswith(".H"):
+            raise CollectError(f"--gguf-names: '{key}' is a Kronecker factor; GGUF names are written "
+                               "for --kind xtx only (llama.cpp's converter permutes some weights' rows, "
+                               "which H_out would have to follow)")
+        weights[key] = key[:-2]
+    if n_blocks is None:
+        idx = [int(m.group(1)) for w in weights.values() for m in [re.search(r"\.(\d+)\.", w)] if m]
+        n_blocks = max(idx) + 1 if idx else 0
+    tmap = gguf.get_tensor_name_map(archs[arch], n_blocks)
+    out = {}
+    for key, w in weights.items():
+        name = tmap.get_name(w, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise CollectError(f"--gguf-names: weight '{w}' has no GGUF name for architecture '{arch}' "
+                               f"({n_blocks} blocks); use --layers to leave it out")
+        if name + ".H" in out:
+            raise CollectError(f"--gguf-names: two weights map to the GGUF name '{name}'")
+        out[name + ".H"] = hessians[key]
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(
         description="Collect X^T X / Sketch A / Sketch B Hessians of every nn.Linear of a model "
@@ -623,6 +666,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--model-seed", type=int, default=0, help="init seed of the demo model")
     ap.add_argument("--weights-out", metavar="W.safetensors",
                     help="also write the model's state_dict (floating tensors as F32)")
+    ap.add_argument("--gguf-names", metavar="ARCH", default=None,
+                    help="name the Hessians by the GGUF tensor names of llama.cpp's converter for "
+                         "architecture ARCH (e.g. llama), for a GGUF --weights; --kind xtx only; "
+                         "needs PyPI gguf")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
 
@@ -653,6 +700,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         H = collect(model, batches, kind=kinds, passes=a.passes, tag=a.sketch, layers=a.layers,
                     seed=a.seed, dtype=torch.float64 if a.dtype == "F64" else torch.float32,
                     progress=log, info=counts)
+        if a.gguf_names:
+            H = gguf_tensor_names(H, a.gguf_names)
         if a.packed:
             H = {k: pack_tril(v) for k, v in H.items()}
         meta = {"format": "yaqa-hessians", "kind": ",".join(kinds), "passes": a.passes,

@@ -20,7 +20,8 @@ struct gguf_layer {
   std::string name;
   yaqa::index out, in;
 };
-const std::vector<gguf_layer> gguf_layers{{"blk.0.attn_q.weight", 24, 256}, {"blk.0.ffn_down.weight", 16, 512}};
+// Few rows: the K-quant fits are the cost, and the sanitizer build runs these tests at -O0.
+const std::vector<gguf_layer> gguf_layers{{"blk.0.attn_q.weight", 8, 256}, {"blk.0.ffn_down.weight", 6, 512}};
 
 //! dir/M.gguf (F32 weights, an F32 norm, an F16 tensor, KVs of several types), dir/H.safetensors
 //! (NAME.H per weight) and dir/M.imatrix.dat (the same H's diagonals, legacy format, ncall 2).
@@ -119,11 +120,12 @@ TEST_CASE("run: GGUF in, GGUF out: metadata and other tensors copied, layers in 
   write_gguf_model(dir.path());
   const gguf_file in(dir / "M.gguf");
   const safetensors_file hf(dir / "H.safetensors");
-  for (const char* type : {"Q8_0", "Q4_K"})
-    for (const char* method : {"rtn", "gptq", "ldlq"}) {
+  // every method with the cheap Q8_0; Q4_K (and its super-block fit) once
+  for (const auto& [type, method] : std::vector<std::pair<std::string, std::string>>{
+           {"Q8_0", "rtn"}, {"Q8_0", "gptq"}, {"Q8_0", "ldlq"}, {"Q4_K", "gptq"}}) {
       DYNAMIC_SECTION(type << " " << method) {
         const auto opts = cli_parse(gguf_args(dir.path(), "H.safetensors", "Q.gguf",
-                                              {"--quantizer", std::string("gguf:") + type, "--method", method}));
+                                              {"--quantizer", "gguf:" + type, "--method", method}));
         std::ostringstream log;
         const auto s = cli::run(opts, log);
         CHECK(s.layers == 2);
@@ -137,9 +139,9 @@ TEST_CASE("run: GGUF in, GGUF out: metadata and other tensors copied, layers in 
           CHECK(keys[k] == in_keys[k]);
           CHECK(out.value(keys[k]) == in.value(in_keys[k]));
         }
-        CHECK(out.get<std::uint32_t>("general.file_type") == (std::string(type) == "Q8_0" ? 7u : 14u));
+        CHECK(out.get<std::uint32_t>("general.file_type") == (type == "Q8_0" ? 7u : 14u));
         CHECK(out.get<std::uint32_t>("general.quantization_version") == 2u);
-        CHECK(out.get<std::string>("yaqa.quantizer") == std::string("gguf:") + type);
+        CHECK(out.get<std::string>("yaqa.quantizer") == "gguf:" + type);
         // tensors in input order; untouched ones byte for byte
         REQUIRE(out.size() == in.size());
         for (std::size_t t = 0; t < in.size(); ++t) CHECK(out.tensors()[t].name == in.tensors()[t].name);
@@ -276,4 +278,77 @@ TEST_CASE("run: --format gptq / compressed-tensors write the packed layers, othe
   std::ostringstream log;
   CHECK_THROWS_WITH(cli::run(bad, log), Catch::Contains("blk.0") && Catch::Contains("5"));
   CHECK_FALSE(fs::exists(dir / "B.safetensors"));
+}
+
+TEST_CASE("gguf recipes: llama-quantize's per-tensor types", "[cli][gguf]") {
+  std::vector<cli::gguf_weight> w;
+  const int layers = 8;
+  for (int l = layers - 1; l >= 0; --l)  // any input order: the rules walk layer order
+    for (const char* t : {"attn_q", "attn_v", "attn_output", "ffn_down", "ffn_up"})
+      w.push_back({"blk." + std::to_string(l) + "." + t + ".weight", 512});
+  w.push_back({"output.weight", 512});
+  w.push_back({"token_embd.weight", 512});
+  w.push_back({"blk.0.odd.weight", 96});  // rows of 96: no 256-block type fits
+  auto types = [&](const char* preset, int n_gqa = 1) {
+    return cli::gguf_preset_types(*cli::find_gguf_preset(preset), w, {n_gqa, false});
+  };
+  auto at = [](const std::map<std::string, ggml_type>& m, const std::string& n) { return ggml_type_name(m.at(n)); };
+  const auto m = types("Q4_K_M");
+  CHECK(at(m, "output.weight") == "Q6_K");
+  CHECK(at(m, "token_embd.weight") == "Q4_K");
+  CHECK(at(m, "blk.3.attn_q.weight") == "Q4_K");
+  CHECK(at(m, "blk.0.odd.weight") == "Q5_0");  // llama.cpp's Q4_K fallback
+  // use_more_bits(i, 8): i < 1, i >= 7, (i - 1) % 3 == 2 -> layers 0, 3, 6, 7
+  for (int l = 0; l < layers; ++l) {
+    const bool more = l == 0 || l == 3 || l == 6 || l == 7;
+    CHECK(at(m, "blk." + std::to_string(l) + ".attn_v.weight") == (more ? "Q6_K" : "Q4_K"));
+    CHECK(at(m, "blk." + std::to_string(l) + ".ffn_down.weight") == (more ? "Q6_K" : "Q4_K"));
+  }
+  const auto q3 = types("Q3_K_M");
+  CHECK(at(q3, "blk.0.attn_v.weight") == "Q5_K");
+  CHECK(at(q3, "blk.1.attn_v.weight") == "Q5_K");
+  CHECK(at(q3, "blk.2.attn_v.weight") == "Q4_K");
+  CHECK(at(q3, "blk.5.attn_output.weight") == "Q4_K");
+  CHECK(at(q3, "blk.5.ffn_down.weight") == "Q4_K");  // i >= n/16 = 0
+  CHECK(at(q3, "blk.5.ffn_up.weight") == "Q3_K");
+  CHECK(at(q3, "blk.0.odd.weight") == "IQ4_NL");
+  const auto q2 = types("Q2_K", 4);
+  CHECK(at(q2, "blk.4.attn_v.weight") == "Q4_K");  // n_gqa >= 4
+  CHECK(at(q2, "blk.4.ffn_down.weight") == "Q3_K");
+  CHECK(at(types("Q2_K"), "blk.4.attn_v.weight") == "Q3_K");
+  const auto s = types("Q4_K_S");
+  CHECK(at(s, "blk.3.attn_v.weight") == "Q5_K");
+  CHECK(at(s, "blk.4.attn_v.weight") == "Q4_K");
+  CHECK(at(s, "blk.0.ffn_down.weight") == "Q5_K");
+  CHECK(at(s, "blk.1.ffn_down.weight") == "Q4_K");
+  CHECK(at(types("Q8_0"), "output.weight") == "Q8_0");
+  CHECK(at(types("Q8_0"), "blk.0.odd.weight") == "Q8_0");
+}
+
+TEST_CASE("run: a recipe (gguf:Q4_K_M) and a safetensors model into a GGUF", "[cli][gguf]") {
+  temp_dir dir;
+  write_gguf_model(dir.path());
+  const auto opts = cli_parse(gguf_args(dir.path(), "H.safetensors", "Q.gguf", {"--quantizer", "gguf:q4_k_m", "--method", "ldlq"}));
+  CHECK(opts.gguf_preset == "Q4_K_M");
+  std::ostringstream log;
+  CHECK(cli::run(opts, log).layers == 2);
+  const gguf_file out(dir / "Q.gguf");
+  CHECK(out.get<std::uint32_t>("general.file_type") == 15u);
+  CHECK(ggml_type_name(out.at("blk.0.attn_q.weight").type) == "Q4_K");
+  CHECK(ggml_type_name(out.at("blk.0.ffn_down.weight").type) == "Q6_K");  // use_more_bits(0, 1)
+  // safetensors weights -> GGUF: every tensor, the plain ones in their GGUF types
+  safetensors_writer st;
+  const gguf_file in(dir / "M.gguf");
+  for (const auto& l : gguf_layers) st.add(l.name, view(to_matrix<float>(in.view(l.name))), dtype::f32);
+  st.add("norm", {3}, std::vector<float>{1.f, 2.f, 3.f}, dtype::bf16);
+  st.write(dir / "W.safetensors");
+  auto a = gguf_args(dir.path(), "H.safetensors", "S.gguf", {"--quantizer", "gguf:Q8_0", "--method", "gptq"});
+  a[1] = (dir / "W.safetensors").string();
+  const auto so = cli_parse(a);
+  CHECK(cli::run(so, log).copied == 1);
+  const gguf_file sg(dir / "S.gguf");
+  CHECK(sg.at("norm").type == ggml_type::bf16);
+  CHECK(sg.at("norm").shape == std::vector<yaqa::index>{3});
+  CHECK(ggml_type_name(sg.at("blk.0.attn_q.weight").type) == "Q8_0");
+  CHECK(sg.get<std::uint32_t>("general.file_type") == 7u);
 }

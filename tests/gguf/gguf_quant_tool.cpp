@@ -55,9 +55,11 @@ int write(const std::string& type, yaqa::index rows, yaqa::index cols, std::uint
       for (auto& v : imp) v = std::exp(6.f * ud(g) - 3.f);
     yaqa::gguf_quant_options o;
     if (importance) o.importance = imp;
-    const Q q(o);
+    // Through gguf_any: one instantiation of the drivers for all types (the unit tests cover each
+    // concrete class), and the run-time dispatch the CLI uses is exercised too.
+    const yaqa::gguf_any<float> q(Q::type, o);
     const yaqa::cpu_backend be{};
-    yaqa::rounded<Q> r;
+    yaqa::rounded<yaqa::gguf_any<float>> r;
     if (ldlq) {
       // H = A A^T / k + diag(imp): correlated inputs with the importance on the diagonal.
       const yaqa::index k = cols + 7;
@@ -76,7 +78,7 @@ int write(const std::string& type, yaqa::index rows, yaqa::index cols, std::uint
     const auto bytes = yaqa::gguf_encode(q, r);
     yaqa::gguf_writer wr;
     wr.add("w", yaqa::view(w));
-    wr.add("q", Q::type, {rows, cols}, std::span<const std::byte>(bytes));
+    wr.add("q", q.type(), {rows, cols}, std::span<const std::byte>(bytes));
     wr.add("recon", yaqa::view(r.weights));
     yaqa::matrix<float> impm(1, cols);
     for (yaqa::index j = 0; j < cols; ++j) impm(0, j) = imp[static_cast<std::size_t>(j)];
