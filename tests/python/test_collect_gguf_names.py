@@ -11,7 +11,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tools"))
-from test_gguf_interop import ensure_gguf, skip  # noqa: E402
+from test_gguf_interop import ensure_gguf, finish, skip  # noqa: E402
 
 
 def main():
@@ -103,10 +103,7 @@ def main():
     refused(lambda: ch.gguf_tensor_names({"fc1.weight.H": H["lm_head.weight.H"]}, "llama"), "fc1.weight")
     Hb = ch.collect(model, batches, kind="sketch-b", tag="b")
     refused(lambda: ch.gguf_tensor_names(Hb, "llama"), "--kind xtx")
-    for f in failures:
-        print("FAIL:", f)
-    print(f"{len(want)} names checked, {len(failures)} failures")
-    sys.exit(1 if failures else 0)
+    finish(failures, f"{len(want)} names checked")
 
 
 if __name__ == "__main__":

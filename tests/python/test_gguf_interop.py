@@ -67,6 +67,14 @@ def ensure_gguf(venv_dir, script=None):
     os.execve(py, [py, os.path.abspath(script or __file__)] + sys.argv[1:], env)
 
 
+def finish(failures, summary):
+    """Prints each failure and the summary, then exits 1 if anything failed, else 0."""
+    for f in failures:
+        print("FAIL:", f)
+    print(f"{summary}, {len(failures)} failures")
+    sys.exit(1 if failures else 0)
+
+
 def f32(x):
     """x rounded to float32, as a Python float."""
     import numpy as np

@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_gguf_interop import ensure_gguf  # noqa: E402
+from test_gguf_interop import ensure_gguf, finish  # noqa: E402
 
 # gguf-py 0.19.0 has quantize_blocks for these; its results are llama.cpp's reference rounding.
 REFERENCE_QUANTIZERS = {"Q8_0", "Q4_0", "Q5_0"}
@@ -72,10 +72,7 @@ def main():
                             failures.append(f"{what}: bytes differ from gguf.quants.quantize ({int((ref != mine).sum())}"
                                             f" of {ref.size}, first at byte {k}: {ref[k]} vs {mine[k]})")
                     checked += 1
-    for f in failures:
-        print("FAIL:", f)
-    print(f"{checked} tensors checked over {len(types)} types, {len(failures)} failures")
-    sys.exit(1 if failures else 0)
+    finish(failures, f"{checked} tensors checked over {len(types)} types")
 
 
 if __name__ == "__main__":
