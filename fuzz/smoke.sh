@@ -33,19 +33,35 @@ printf '\001fc.weight\nfc.weight.b.H_in\nfc.weight.b.H_out\nfc.weight.H\nfc.weig
 mkdir -p "$build/findings"
 t2=$(date +%s)
 
-status=0
-for h in "${harnesses[@]}"; do
+# The harnesses run JOBS at a time (each is one process), so a 2-core machine fuzzes two at once.
+fuzz_one() {
+  local h=$1 log="$build/fuzz_$1.log"
   mkdir -p "$build/corpus/$h"
-  echo "fuzz-smoke: fuzz_$h for ${seconds} s ($(ls "$build/seeds/$h" | wc -l) seeds, $(ls "$build/corpus/$h" | wc -l) corpus files)"
-  log="$build/fuzz_$h.log"
+  local seeds corpus
+  seeds=$(ls "$build/seeds/$h" | wc -l)
+  corpus=$(ls "$build/corpus/$h" | wc -l)
   if "$build/bin/fuzz_$h" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
        -artifact_prefix="$build/findings/$h-" "$build/corpus/$h" "$build/seeds/$h" >"$log" 2>&1; then
-    grep -E "stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added" "$log" | sed 's/^/  /'
+    { echo "fuzz-smoke: fuzz_$h for ${seconds} s ($seeds seeds, $corpus corpus files)"
+      grep -E "stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added" "$log" | sed 's/^/  /'
+    } >"$log.summary"
   else
-    status=1
-    echo "fuzz-smoke: fuzz_$h FOUND A PROBLEM (log: $log; inputs in $build/findings):" >&2
-    grep -E -A12 "ERROR|==[0-9]+==|uncaught|invariant broken|deadly signal" "$log" | head -n 40 >&2
+    { echo "fuzz-smoke: fuzz_$h FOUND A PROBLEM (log: $log; inputs in $build/findings):"
+      grep -E -A12 "ERROR|==[0-9]+==|uncaught|invariant broken|deadly signal" "$log" | head -n 40
+    } >"$log.summary"
+    return 1
   fi
+}
+status=0
+pids=()
+for h in "${harnesses[@]}"; do
+  fuzz_one "$h" &
+  pids+=($!)
+  if (( ${#pids[@]} >= jobs )); then wait "${pids[0]}" || status=1; pids=("${pids[@]:1}"); fi
+done
+for p in "${pids[@]}"; do wait "$p" || status=1; done
+for h in "${harnesses[@]}"; do
+  if grep -q "FOUND A PROBLEM" "$build/fuzz_$h.log.summary"; then cat "$build/fuzz_$h.log.summary" >&2; else cat "$build/fuzz_$h.log.summary"; fi
 done
 t3=$(date +%s)
 echo "fuzz-smoke: build $((t1 - t0)) s, seeds $((t2 - t1)) s, fuzzing $((t3 - t2)) s"

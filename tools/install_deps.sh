@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages yaqa needs, only those missing. Non-interactive.
-# Usage: tools/install_deps.sh [--with-python] [--with-fuzz]
+# Usage: tools/install_deps.sh [--with-python] [--with-clang]
 #   --with-python: python3-torch for the interop tests, with OpenBLAS (without libopenblas0-pthread
 #     Debian's torch and numpy fall back to the reference BLAS: 1.6 vs 75 GFLOP/s measured), and
 #     python3-yaml + python3-venv for python/gguf_interop (which pip-installs gguf-py itself, --no-deps,
 #     into a venv under the build directory; gguf's tqdm is imported only for progress bars);
-#   --with-fuzz: clang + libFuzzer (make fuzz-smoke)
+#   --with-clang: clang, its sanitizer runtimes (libFuzzer among them) and OpenMP (make sanitize,
+#     make fuzz-smoke); --with-fuzz is the same set
 # Not root and something missing: prints the exact apt-get command and exits 1.
 set -euo pipefail
 
@@ -13,7 +14,7 @@ pkgs=(cmake make g++ libeigen3-dev catch2 libbenchmark-dev nlohmann-json3-dev li
 for flag in "$@"; do
   case "$flag" in
     --with-python) pkgs+=(python3 python3-numpy python3-torch libopenblas0-pthread python3-yaml python3-venv) ;;
-    --with-fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
+    --with-clang|--with-fuzz) pkgs+=(clang libclang-rt-14-dev libomp-dev) ;;
     *) echo "install_deps.sh: unknown option '$flag'" >&2; exit 2 ;;
   esac
 done

@@ -1,6 +1,8 @@
 // tiny_lm::quantize_weights: the setting -> the library's layer driver (quantize.hpp).
 #include "quantize.hpp"
 
+#include "layer_instances.hpp"  // quantize_layer compiled once in instances/, shared with the CLI
+
 namespace tiny_lm {
 
 layer_outcome quantize_weights(const yaqa::cpu_backend& be, const quant_setting& s, const quant_config& qc,

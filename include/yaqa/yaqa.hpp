@@ -55,6 +55,7 @@
 #include <yaqa/rounding/common.hpp>
 #include <yaqa/rounding/coordinate_descent.hpp>
 #include <yaqa/rounding/gptq.hpp>
+#include <yaqa/rounding/instantiate.hpp>
 #include <yaqa/rounding/layer.hpp>
 #include <yaqa/rounding/ldlq.hpp>
 #include <yaqa/rounding/proxy.hpp>

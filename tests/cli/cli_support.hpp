@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <layer_instances.hpp>  // quantize_layer<int_grid<float>> etc.: compiled once, in instances/
 #include "cli.hpp"
 #include "io/io_support.hpp"
 #include "support/generators.hpp"

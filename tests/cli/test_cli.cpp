@@ -314,21 +314,19 @@ TEST_CASE("run: gptq --act-order / --static-groups match quantize_layer; NAME.qg
   }
 }
 
-TEST_CASE("run: every quantizer writes codes of its unit and a params table", "[cli]") {
+namespace {
+//! One quantizer through the CLI: its codes' type and unit and its params table. (One TEST_CASE
+//! per group below, so ctest runs them side by side: the E8P ones take a minute under ASan.)
+struct quantizer_codes_case {
+  std::vector<std::string> args;
+  dtype code_type;
+  yaqa::index unit_cols;
+  yaqa::index fields;
+};
+
+void check_quantizer_codes(const std::vector<quantizer_codes_case>& cases) {
   temp_dir dir;
   write_cli_model(dir.path());
-  struct qcase {
-    std::vector<std::string> args;
-    dtype code_type;
-    yaqa::index unit_cols;
-    yaqa::index fields;
-  };
-  const std::vector<qcase> cases{{{"--quantizer", "int", "--asym"}, dtype::u8, 1, 2},
-                                 {{"--quantizer", "lloyd", "--bits", "2"}, dtype::u8, 1, 1},
-                                 {{"--quantizer", "fp4", "--only", "up"}, dtype::u8, 1, 1},  // in = 32
-                                 {{"--quantizer", "e8p"}, dtype::u16, 8, 1},
-                                 {{"--quantizer", "e8p", "--bits", "3", "--group-size", "16"}, dtype::u32, 8, 1},
-                                 {{"--quantizer", "e8p", "--bits", "4"}, dtype::u32, 8, 1}};
   for (const auto& c : cases) {
     DYNAMIC_SECTION(c.args[1] << " " << c.args.size()) {
       std::ostringstream log;
@@ -344,6 +342,22 @@ TEST_CASE("run: every quantizer writes codes of its unit and a params table", "[
       CHECK(meta["qparams_fields"].size() == std::size_t(c.fields));
     }
   }
+}
+}  // namespace
+
+TEST_CASE("run: every scalar quantizer writes codes of its unit and a params table", "[cli]") {
+  check_quantizer_codes({{{"--quantizer", "int", "--asym"}, dtype::u8, 1, 2},
+                         {{"--quantizer", "lloyd", "--bits", "2"}, dtype::u8, 1, 1},
+                         {{"--quantizer", "fp4", "--only", "up"}, dtype::u8, 1, 1}});  // in = 32
+}
+
+TEST_CASE("run: e8p (2 bits) writes codes of its unit and a params table", "[cli]") {
+  check_quantizer_codes({{{"--quantizer", "e8p"}, dtype::u16, 8, 1}});
+}
+
+TEST_CASE("run: e8p residual (3, 4 bits) writes codes of its unit and a params table", "[cli]") {
+  check_quantizer_codes({{{"--quantizer", "e8p", "--bits", "3", "--group-size", "16"}, dtype::u32, 8, 1},
+                         {{"--quantizer", "e8p", "--bits", "4"}, dtype::u32, 8, 1}});
 }
 
 TEST_CASE("run: --quantizer trellis writes one bitstream per tile that rebuilds the weights", "[cli]") {

@@ -115,50 +115,62 @@ TEST_CASE("parse: --quantizer gguf:TYPE and its rules", "[cli][gguf]") {
   fails({"--weights", "a", "--hessians", "b", "--out", "c.gguf", "--quantizer", "int"}, "gguf:TYPE");
 }
 
-TEST_CASE("run: GGUF in, GGUF out: metadata and other tensors copied, layers in their ggml type", "[cli][gguf]") {
+namespace {
+//! GGUF in, GGUF out for (type, method) pairs: every KV and untouched tensor copied, the layers'
+//! blocks equal to quantize_layer + gguf_encode. (Split over TEST_CASEs so that ctest runs them
+//! side by side: a minute each under ASan.)
+void check_gguf_roundtrip(const std::vector<std::pair<std::string, std::string>>& runs) {
   temp_dir dir;
   write_gguf_model(dir.path());
   const gguf_file in(dir / "M.gguf");
   const safetensors_file hf(dir / "H.safetensors");
-  // every method with the cheap Q8_0; Q4_K (and its super-block fit) once
-  for (const auto& [type, method] : std::vector<std::pair<std::string, std::string>>{
-           {"Q8_0", "rtn"}, {"Q8_0", "gptq"}, {"Q8_0", "ldlq"}, {"Q4_K", "gptq"}}) {
-      DYNAMIC_SECTION(type << " " << method) {
-        const auto opts = cli_parse(gguf_args(dir.path(), "H.safetensors", "Q.gguf",
-                                              {"--quantizer", "gguf:" + type, "--method", method}));
-        std::ostringstream log;
-        const auto s = cli::run(opts, log);
-        CHECK(s.layers == 2);
-        CHECK(s.copied == 2);
-        const gguf_file out(dir / "Q.gguf");
-        // every input KV, in order, then the ones the tool sets
-        const auto keys = out.keys();
-        const auto in_keys = in.keys();
-        REQUIRE(keys.size() > in_keys.size());
-        for (std::size_t k = 0; k < in_keys.size(); ++k) {
-          CHECK(keys[k] == in_keys[k]);
-          CHECK(out.value(keys[k]) == in.value(in_keys[k]));
-        }
-        CHECK(out.get<std::uint32_t>("general.file_type") == (type == "Q8_0" ? 7u : 14u));
-        CHECK(out.get<std::uint32_t>("general.quantization_version") == 2u);
-        CHECK(out.get<std::string>("yaqa.quantizer") == "gguf:" + type);
-        // tensors in input order; untouched ones byte for byte
-        REQUIRE(out.size() == in.size());
-        for (std::size_t t = 0; t < in.size(); ++t) CHECK(out.tensors()[t].name == in.tensors()[t].name);
-        for (const char* t : {"blk.0.attn_norm.weight", "token_embd.weight"}) {
-          CHECK(out.at(t).type == in.at(t).type);
-          CHECK(std::equal(out.at(t).bytes.begin(), out.at(t).bytes.end(), in.at(t).bytes.begin(), in.at(t).bytes.end()));
-        }
-        for (const auto& l : gguf_layers) {
-          const auto& t = out.at(l.name);
-          CHECK(ggml_type_name(t.type) == type);
-          CHECK(t.shape == std::vector<yaqa::index>{l.out, l.in});
-          const matrix<float> w = to_matrix<float>(in.view(l.name));
-          const auto ref = library_blocks(t.type, method, w, to_matrix<float>(hf.at(l.name + ".H")), true);
-          CHECK(std::equal(t.bytes.begin(), t.bytes.end(), ref.begin(), ref.end()));
-        }
+  for (const auto& [type, method] : runs) {
+    DYNAMIC_SECTION(type << " " << method) {
+      const auto opts = cli_parse(gguf_args(dir.path(), "H.safetensors", "Q.gguf",
+                                            {"--quantizer", "gguf:" + type, "--method", method}));
+      std::ostringstream log;
+      const auto s = cli::run(opts, log);
+      CHECK(s.layers == 2);
+      CHECK(s.copied == 2);
+      const gguf_file out(dir / "Q.gguf");
+      // every input KV, in order, then the ones the tool sets
+      const auto keys = out.keys();
+      const auto in_keys = in.keys();
+      REQUIRE(keys.size() > in_keys.size());
+      for (std::size_t k = 0; k < in_keys.size(); ++k) {
+        CHECK(keys[k] == in_keys[k]);
+        CHECK(out.value(keys[k]) == in.value(in_keys[k]));
+      }
+      CHECK(out.get<std::uint32_t>("general.file_type") == (type == "Q8_0" ? 7u : 14u));
+      CHECK(out.get<std::uint32_t>("general.quantization_version") == 2u);
+      CHECK(out.get<std::string>("yaqa.quantizer") == "gguf:" + type);
+      // tensors in input order; untouched ones byte for byte
+      REQUIRE(out.size() == in.size());
+      for (std::size_t t = 0; t < in.size(); ++t) CHECK(out.tensors()[t].name == in.tensors()[t].name);
+      for (const char* t : {"blk.0.attn_norm.weight", "token_embd.weight"}) {
+        CHECK(out.at(t).type == in.at(t).type);
+        CHECK(std::equal(out.at(t).bytes.begin(), out.at(t).bytes.end(), in.at(t).bytes.begin(), in.at(t).bytes.end()));
+      }
+      for (const auto& l : gguf_layers) {
+        const auto& t = out.at(l.name);
+        CHECK(ggml_type_name(t.type) == type);
+        CHECK(t.shape == std::vector<yaqa::index>{l.out, l.in});
+        const matrix<float> w = to_matrix<float>(in.view(l.name));
+        const auto ref = library_blocks(t.type, method, w, to_matrix<float>(hf.at(l.name + ".H")), true);
+        CHECK(std::equal(t.bytes.begin(), t.bytes.end(), ref.begin(), ref.end()));
       }
     }
+  }
+}
+}  // namespace
+
+TEST_CASE("run: GGUF in, GGUF out (Q8_0, every method): metadata and other tensors copied, layers in their ggml type",
+          "[cli][gguf]") {
+  check_gguf_roundtrip({{"Q8_0", "rtn"}, {"Q8_0", "gptq"}, {"Q8_0", "ldlq"}});
+}
+
+TEST_CASE("run: GGUF in, GGUF out (Q4_K, its super-block fit): layers in their ggml type", "[cli][gguf]") {
+  check_gguf_roundtrip({{"Q4_K", "gptq"}});
 }
 
 TEST_CASE("run: --hessians from a llama.cpp imatrix is a diagonal H_in; yaqa is refused", "[cli][gguf]") {

@@ -12,6 +12,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <layer_instances.hpp>  // quantize_layer<int_grid<float>> etc.: compiled once, in instances/
 #include <io/ckpt_support.hpp>
 #include <io/io_support.hpp>
 #include <support/generators.hpp>

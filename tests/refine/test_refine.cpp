@@ -3,6 +3,7 @@
 // Q(W') = weights), determinism across threads, option checks, and the layer driver's stage.
 #include <catch2/catch.hpp>
 
+#include <layer_instances.hpp>  // quantize_layer<int_grid<float>> etc.: compiled once, in instances/
 #include <rounding/reference_rounding.hpp>
 #include <support/approx.hpp>
 #include <support/generators.hpp>

@@ -2,6 +2,7 @@
 // validation and determinism.
 #include <catch2/catch.hpp>
 
+#include <layer_instances.hpp>  // quantize_layer<int_grid<float>> etc.: compiled once, in instances/
 #include <rounding/reference_rounding.hpp>
 #include <rounding/toy_quantizers.hpp>
 #include <support/approx.hpp>

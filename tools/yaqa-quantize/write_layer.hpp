@@ -1,11 +1,10 @@
 #pragma once
 //! \file
 //! yaqa-quantize's per-layer step: quantize one planned layer with one quantizer and add its
-//! tensors, metadata and report entry to the output. Included by run.cpp only: its instantiations
-//! (every rounding method, refinement and coordinate descent for every quantizer) are the bulk of
-//! the tool's compile time, paid once in the yaqa_cli library for the tool and its tests. (One
-//! translation unit per quantizer was tried: 500 CPU-s instead of 170, the shared factorization,
-//! Hadamard and proxy code being compiled again in each.)
+//! tensors, metadata and report entry to the output. Included by run.cpp only. The layer driver
+//! for every quantizer (every rounding method, refinement and coordinate descent) is the bulk of
+//! the tool's compile time: it is compiled once in instances/layers.cpp, shared with the demo and
+//! the tests (layer_instances.hpp declares it extern here).
 #include <algorithm>
 #include <iomanip>
 #include <map>
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "cli.hpp"
+#include "layer_instances.hpp"  // quantize_layer for these quantizers: compiled in instances/
 #include <yaqa/quantizers/gguf/any.hpp>
 
 namespace yaqa::cli {
