@@ -8,12 +8,15 @@
 // - two runs give the same bits; reduce() to the last rank gives allreduce's bits;
 // - Sketch A over 3 passes equals the single-process worker protocol bitwise;
 // - mismatched shapes / passes / roots throw on every rank, naming the rank.
-// `--bench N` instead prints timings (docs/distributed.md).
+// `--bench N` instead prints timings (docs/distributed.md); `--write-model DIR [--bad]` (no MPI)
+// writes the small model of the layer-parallel CLI test (tests/mpi/cli_parallel.cmake).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <limits>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -276,9 +279,49 @@ void bench(const mpi::communicator& comm, yaqa::index n) {
   }
 }
 
+// Six layers of different costs m·n·(m+n), so that the split gives every rank of 2 and 3 some
+// layers; in multiples of 32 so GGUF block types fit. --bad puts a NaN in blk.4's Hessians: that
+// layer goes to a rank other than 0 for 2 and 3 ranks (LPT split, see run.cpp).
+// --scale K multiplies every dimension by K (the timings of docs/distributed.md).
+int write_model(const std::string& dir, bool bad, yaqa::index scale) {
+  struct layer {
+    const char* name;
+    yaqa::index out, in;
+  };
+  const layer layers[] = {{"blk.0.weight", 48, 32}, {"blk.1.weight", 32, 64}, {"blk.2.weight", 64, 64},
+                          {"blk.3.weight", 96, 32}, {"blk.4.weight", 32, 96}, {"blk.5.weight", 16, 64}};
+  safetensors_writer w, h;
+  std::uint64_t seed = 100;
+  auto second_moment_of = [&](yaqa::index n) {
+    const matrix<double> x = test::random_matrix<double>(4 * n, n, seed++);
+    matrix<float> a = (x.transpose() * x / double(4 * n)).cast<float>();
+    return matrix<float>((a + a.transpose()) * 0.5f);
+  };
+  for (layer l : layers) {
+    l.out *= scale;
+    l.in *= scale;
+    w.add(l.name, view(test::random_matrix<float>(l.out, l.in, seed++, 0.05)), dtype::f32);
+    matrix<float> hin = second_moment_of(l.in), hout = second_moment_of(l.out);
+    if (bad && std::string(l.name) == "blk.4.weight") hin(1, 1) = std::numeric_limits<float>::quiet_NaN();
+    h.add(std::string(l.name) + ".H", view(hin), dtype::f32);
+    h.add(std::string(l.name) + ".H_in", view(hin), dtype::f32);
+    h.add(std::string(l.name) + ".H_out", view(hout), dtype::f32);
+  }
+  w.add("blk.0.bias", {48}, std::vector<float>(48, 0.25f));
+  const std::vector<std::int32_t> ids{1, 2, 3};
+  w.add("blk.0.ids", dtype::i32, {3}, std::as_bytes(std::span(ids)));
+  w.metadata()["format"] = "pt";
+  w.write(dir + "/W.safetensors");
+  h.write(dir + "/H.safetensors");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 3 && std::string(argv[1]) == "--write-model")
+    return write_model(argv[2], argc == 4 && std::string(argv[3]) == "--bad",
+                       argc == 5 && std::string(argv[3]) == "--scale" ? std::stoll(argv[4]) : 1);
   MPI_Init(&argc, &argv);
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   int rc = 0;
