@@ -21,7 +21,8 @@
 #include <vector>
 
 #include <support/generators.hpp>
-#include <yaqa/mpi.hpp>
+#include <yaqa/io/safetensors.hpp>
+#include <yaqa/mpi/accumulators.hpp>  // not <yaqa/mpi.hpp>: the whole library would double the compile time
 
 using namespace yaqa;
 
