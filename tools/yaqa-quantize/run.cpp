@@ -4,12 +4,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <new>
-#include <stdexcept>
 #include <fstream>
 #include <map>
+#include <new>
 #include <optional>
 #include <ostream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -56,7 +56,6 @@ std::uint32_t llama_file_type(ggml_type t) {
     default: return 0;
   }
 }
-
 
 //! The number of processes a launcher (mpiexec: OpenMPI, MPICH/Hydra, PMIx) says this one belongs
 //! to: 0 when not started by one, -1 when started by one that does not say (PMIx).
