@@ -44,6 +44,15 @@ samples (sequences of one token) unless seq_len groups consecutive rows.
 Labels are drawn with torch.multinomial from a generator seeded by (seed, batch index), so every
 pass over the same batches redraws the same labels (what Sketch A's alternating passes need). The
 model runs in eval() mode (no dropout) and its parameters get no .grad.
+
+Several processes (torch.distributed, docs/distributed.md): under ``torchrun --nproc_per_node R``
+(or any launcher setting WORLD_SIZE > 1) the script joins a process group (nccl when CUDA is
+available, else gloo); collect() on an initialized group gives each rank the batches whose index
+b has b % R == rank (every rank passes the same batch list; labels stay seeded by the global b),
+sums each pass's statistics over the ranks at the end of the pass (all_gather, then added in rank
+order 0, 1, ...: the same bits on every rank whatever the backend's reduction order), so every
+rank closes the pass with the same factors (Sketch A's next pass weights by them); the counts in
+the metadata are the global ones, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import re
 import struct
 import sys
@@ -273,6 +283,75 @@ def _sequences(x: torch.Tensor, token_dim: int, seq_len: Optional[int], what: st
     raise CollectError(f"collect: {what} has shape {list(x.shape)}; expected >= 2 dims")
 
 
+# ---------------------------------------------------------------------------------------------
+# torch.distributed: each rank its share of the batches, the pass sums added up in rank order
+
+def _dist_rank_world():
+    """(rank, world size) of the initialized torch.distributed group, else (0, 1)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _sum_over_ranks(t: torch.Tensor, world: int) -> torch.Tensor:
+    """The sum of t over the ranks, on every rank. all_gather, then additions in rank order 0, 1,
+    ...: all_reduce's order is the backend's (gloo, nccl rings), so its bits could differ."""
+    import torch.distributed as dist
+    t = t.contiguous()
+    parts = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(parts, t)
+    total = parts[0].clone()
+    for p in parts[1:]:
+        total += p
+    return total
+
+
+def _reduce_pass(state: List["_Layer"], p_idx: int, want_x: bool, want_a: bool, want_b: bool,
+                 counts: dict, world: int) -> None:
+    """Replaces every rank's pass statistics (sums and token / sequence / batch counts) by their
+    sum over the ranks; a rank without batches contributes zeros."""
+    acc = torch.float64
+    for st in state:
+        dev = st.module.weight.device
+        c = torch.tensor([st.pass_tokens, st.sequences if p_idx == 0 else 0], dtype=torch.int64,
+                         device=dev)
+        c = _sum_over_ranks(c, world)
+        st.pass_tokens = int(c[0])
+        if p_idx == 0:
+            st.sequences = int(c[1])
+            if want_x or want_a:
+                st.xtx = _sum_over_ranks(st.xtx if st.xtx is not None else
+                                         torch.zeros(st.n, st.n, dtype=acc, device=dev), world)
+            if want_b:
+                if st.b_in is None:
+                    st.b_in = torch.zeros(st.n, st.n, dtype=acc, device=dev)
+                    st.b_out = torch.zeros(st.m, st.m, dtype=acc, device=dev)
+                st.b_in = _sum_over_ranks(st.b_in, world)
+                st.b_out = _sum_over_ranks(st.b_out, world)
+        elif want_a:
+            st.a_sum = _sum_over_ranks(st.a_sum, world)
+    if p_idx == 0:
+        dev = state[0].module.weight.device
+        counts["batches"] = int(_sum_over_ranks(
+            torch.tensor([counts["batches"]], dtype=torch.int64, device=dev), world)[0])
+
+
+def _init_distributed_from_env() -> bool:
+    """Joins the process group a launcher (torchrun) describes when WORLD_SIZE > 1: nccl with
+    CUDA, else gloo. Returns True when this call initialized it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch.distributed as dist
+    if dist.is_initialized():
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+    return True
+
+
 def _rowwise_quadratic(z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """s_t = z_t^T H z_t for every row t of z (Sketch A's per-token weights)."""
     return ((z @ h) * z).sum(dim=1)
@@ -310,6 +389,9 @@ def collect(model: nn.Module, batches, *, kind: Union[str, Sequence[str]] = "ske
     dtype: dtype of the returned tensors (sums are accumulated in float64).
     token_dim / seq_len: which dim of a Linear input indexes tokens (see the module doc).
     progress: called with a line of text after each pass.
+    Under an initialized torch.distributed group, each rank takes the batches b with
+    b % world_size == rank and the pass sums are added up over the ranks (module doc); every
+    rank returns the same tensors.
     info: a dict, filled with the counts (tokens, sequences, batches, per-layer details incl.
         h_out_zero: no gradient reached the layer, yaqa-quantize then falls back to H_out = I).
     """
@@ -338,6 +420,7 @@ def collect(model: nn.Module, batches, *, kind: Union[str, Sequence[str]] = "ske
     say = progress or (lambda s: None)
 
     state = _resolve_layers(model, layers)
+    rank, world = _dist_rank_world()
     acc = torch.float64
     hooks = []
 
@@ -372,6 +455,8 @@ def collect(model: nn.Module, batches, *, kind: Union[str, Sequence[str]] = "ske
                     st.a_prev_norm2 = float((st.a_prev * st.a_prev).sum())
             it = batches() if callable(batches) and not isinstance(batches, nn.Module) else batches
             for b_idx, batch in enumerate(it):
+                if b_idx % world != rank:  # another rank's batch (labels stay seeded by b_idx)
+                    continue
                 if sample_labels:
                     inputs, labels = batch, None
                 else:
@@ -414,6 +499,8 @@ def collect(model: nn.Module, batches, *, kind: Union[str, Sequence[str]] = "ske
                     st.calls = []
                 if p_idx == 0:
                     counts["batches"] += 1
+            if world > 1:  # every rank closes the pass from the same sums
+                _reduce_pass(state, p_idx, want_x, want_a, want_b, counts, world)
             for st in state:
                 if st.pass_tokens == 0:
                     raise CollectError(f"collect: pass {p_idx} gave no tokens to '{st.name}' "
@@ -677,6 +764,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not a.quiet:
             print(f"collect_hessians: {msg}", file=sys.stderr)
 
+    started = _init_distributed_from_env()
+    rank, world = _dist_rank_world()
+    if rank > 0:  # rank 0 reports and writes
+        a.quiet = True
     try:
         kinds = [k.strip() for k in a.kind.split(",") if k.strip()]
         batches = None
@@ -712,9 +803,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "scale": "mean over samples (tokens: H, sketch-a; sequences: sketch-b); "
                          "loss = sum of CE to labels sampled from the model's softmax",
                 "model": a.demo_model or a.model_module, "torch": torch.__version__}
+        if world > 1:
+            meta["ranks"] = world
+        if rank > 0:
+            return 0
         save_safetensors(H, a.out, meta)
         log(f"wrote {len(H)} tensors to {a.out} ({counts['tokens']} tokens, "
-            f"{counts['sequences']} sequences, {time.time() - t0:.2f} s)")
+            f"{counts['sequences']} sequences, {world} rank{'s' if world > 1 else ''}, "
+            f"{time.time() - t0:.2f} s)")
         if a.weights_out:
             W = weights_dict(model)
             save_safetensors(W, a.weights_out, {"format": "pt", "model": meta["model"]})
@@ -722,6 +818,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CollectError as e:
         print(f"collect_hessians: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        if started:
+            import torch.distributed as dist
+            dist.destroy_process_group()
     return 0
 
 

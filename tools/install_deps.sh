@@ -10,7 +10,7 @@
 # Not root and something missing: prints the exact apt-get command and exits 1.
 set -euo pipefail
 
-pkgs=(cmake make g++ libeigen3-dev catch2 libbenchmark-dev nlohmann-json3-dev libcli11-dev gnuplot-nox)
+pkgs=(cmake make g++ libeigen3-dev catch2 libbenchmark-dev nlohmann-json3-dev libcli11-dev gnuplot-nox libopenmpi-dev openmpi-bin)
 for flag in "$@"; do
   case "$flag" in
     --with-python) pkgs+=(python3 python3-numpy python3-torch libopenblas0-pthread python3-yaml python3-venv) ;;

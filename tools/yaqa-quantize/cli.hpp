@@ -589,7 +589,15 @@ struct run_summary {
 //! Quantizes, writes o.out atomically (nothing is left behind on failure) and, with --report,
 //! the JSON report. Progress lines go to `log` unless o.quiet. Every error is a yaqa::error whose
 //! message names the file and the tensor.
+//! Under mpiexec -n R (R > 1, a build with MPI): the layers are split across the ranks, rank 0
+//! writes the same bytes a single process would, every rank fails with the first failed layer's
+//! message (docs/distributed.md). MPI is initialized only when a launcher started the process.
 run_summary run(const options& o, std::ostream& log);
+
+//! This process's MPI rank once run() started MPI, else 0 (main() prints errors on rank 0 only).
+int parallel_rank();
+//! MPI_Finalize when run() initialized MPI; a no-op otherwise. Call once, before exiting.
+void finish_parallel();
 
 
 }  // namespace yaqa::cli

@@ -1,15 +1,26 @@
 // yaqa-quantize's run(): read, plan, quantize every layer (write_layer.hpp), write atomically.
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <map>
+#include <new>
 #include <optional>
 #include <ostream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "write_layer.hpp"
+
+#if YAQA_HAS_MPI
+#include <mpi.h>
+
+#include <yaqa/hessian/state.hpp>
+#include <yaqa/mpi/communicator.hpp>
+#endif
 
 namespace yaqa::cli {
 
@@ -46,11 +57,264 @@ std::uint32_t llama_file_type(ggml_type t) {
   }
 }
 
+//! The number of processes a launcher (mpiexec: OpenMPI, MPICH/Hydra, PMIx) says this one belongs
+//! to: 0 when not started by one, -1 when started by one that does not say (PMIx).
+int launched_world_size() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
+    if (const char* e = std::getenv(v)) return std::max(1, std::atoi(e));
+  return std::getenv("PMIX_RANK") ? -1 : 0;
+}
+
+#if YAQA_HAS_MPI
+using byte_writer = yaqa::detail::hessian::byte_writer;
+using byte_reader = yaqa::detail::hessian::byte_reader;
+using checkpoint_entry = std::pair<std::string, layer_result<int_grid<float>>>;
+
+void put_string(byte_writer& w, const std::string& s) {
+  w.put(std::uint64_t(s.size()));
+  w.put(s.data(), s.size());
+}
+std::string get_string(byte_reader& r) {
+  std::uint64_t n = 0;
+  r.get(n);
+  std::string s(n, '\0');
+  r.get(s.data(), n);
+  return s;
+}
+template <class T>
+void put_vector(byte_writer& w, const T* p, std::size_t n) {
+  w.put(std::uint64_t(n));
+  w.put(p, n);
+}
+template <class T>
+std::vector<T> get_vector(byte_reader& r) {
+  std::uint64_t n = 0;
+  r.get(n);
+  std::vector<T> v(n);
+  r.get(v.data(), n);
+  return v;
+}
+template <class T>
+void put_matrix(byte_writer& w, const matrix<T>& m) {
+  w.put(index(m.rows()));
+  w.put(index(m.cols()));
+  w.put(m.data(), std::size_t(m.size()));
+}
+template <class T>
+void get_matrix(byte_reader& r, matrix<T>& m) {
+  index rows = 0, cols = 0;
+  r.get(rows);
+  r.get(cols);
+  m.resize(rows, cols);
+  r.get(m.data(), std::size_t(m.size()));
+}
+
+//! One finished layer as bytes (its tensors, metadata, report entry, GGUF blocks or checkpoint
+//! result): what a rank sends to rank 0, which adds it to the output exactly as a single process
+//! would have (the writers sort tensors and metadata by name; report entries go in plan order).
+std::vector<std::byte> pack_layer(const safetensors_writer& w, const nlohmann::ordered_json& rep,
+                                  const std::map<std::string, detail::gguf_blocks>& gguf,
+                                  const std::vector<checkpoint_entry>& checkpoint) {
+  byte_writer b;
+  b.put(std::uint64_t(w.size()));
+  w.for_each([&](const std::string& name, dtype type, std::span<const index> shape, std::span<const std::byte> bytes) {
+    put_string(b, name);
+    b.put(std::int32_t(type));
+    put_vector(b, shape.data(), shape.size());
+    put_vector(b, bytes.data(), bytes.size());
+  });
+  b.put(std::uint64_t(w.metadata().size()));
+  for (const auto& [k, v] : w.metadata()) put_string(b, k), put_string(b, v);
+  put_string(b, rep["layers"].empty() ? std::string() : rep["layers"].back().dump());
+  b.put(std::uint64_t(gguf.size()));
+  for (const auto& [name, g] : gguf) {
+    put_string(b, name);
+    b.put(std::int32_t(g.type));
+    put_vector(b, g.bytes.data(), g.bytes.size());
+  }
+  b.put(std::uint64_t(checkpoint.size()));
+  for (const auto& [name, r] : checkpoint) {  // what write_quantized_checkpoint reads
+    put_string(b, name);
+    put_matrix(b, r.weights);
+    put_matrix(b, r.codes);
+    b.put(std::uint64_t(r.params.size()));
+    for (const auto& p : r.params) put_vector(b, p.scale.data(), p.scale.size()), put_vector(b, p.zero.data(), p.zero.size());
+    put_vector(b, r.group_index.data(), r.group_index.size());
+    b.put(std::uint8_t(r.rotated));
+  }
+  return std::move(b.out);
+}
+
+//! Adds a packed layer to rank 0's output.
+void unpack_layer(std::span<const std::byte> bytes, safetensors_writer& out, nlohmann::ordered_json& rep,
+                  std::map<std::string, detail::gguf_blocks>& gguf, std::vector<checkpoint_entry>& checkpoint) {
+  byte_reader b{bytes};
+  std::uint64_t count = 0;
+  b.get(count);
+  for (std::uint64_t t = 0; t < count; ++t) {
+    std::string name = get_string(b);
+    std::int32_t type = 0;
+    b.get(type);
+    std::vector<index> shape = get_vector<index>(b);
+    const std::vector<std::byte> data = get_vector<std::byte>(b);
+    out.add(std::move(name), dtype(type), std::move(shape), data);
+  }
+  b.get(count);
+  for (std::uint64_t t = 0; t < count; ++t) {
+    std::string k = get_string(b);
+    out.metadata()[k] = get_string(b);
+  }
+  if (const std::string entry = get_string(b); !entry.empty())
+    rep["layers"].push_back(nlohmann::ordered_json::parse(entry));
+  b.get(count);
+  for (std::uint64_t t = 0; t < count; ++t) {
+    std::string name = get_string(b);
+    std::int32_t type = 0;
+    b.get(type);
+    gguf[name] = {ggml_type(type), get_vector<std::byte>(b)};
+  }
+  b.get(count);
+  for (std::uint64_t t = 0; t < count; ++t) {
+    checkpoint_entry e;
+    e.first = get_string(b);
+    get_matrix(b, e.second.weights);
+    get_matrix(b, e.second.codes);
+    std::uint64_t groups = 0;
+    b.get(groups);
+    e.second.params.resize(groups);
+    for (auto& p : e.second.params) p.scale = get_vector<float>(b), p.zero = get_vector<float>(b);
+    e.second.group_index = get_vector<index>(b);
+    std::uint8_t rotated = 0;
+    b.get(rotated);
+    e.second.rotated = rotated != 0;
+    checkpoint.push_back(std::move(e));
+  }
+  b.finish();
+}
+
+//! The exception classes a failed layer can end in, so that every rank rethrows the failing
+//! rank's error as the same class (main() words the message by class).
+int error_kind(const std::exception& e) {
+  if (dynamic_cast<const format_error*>(&e)) return 1;
+  if (dynamic_cast<const io_error*>(&e)) return 2;
+  if (dynamic_cast<const shape_error*>(&e)) return 3;
+  if (dynamic_cast<const non_finite_error*>(&e)) return 4;
+  if (dynamic_cast<const invalid_argument*>(&e)) return 5;
+  if (dynamic_cast<const numerical_error*>(&e)) return 6;
+  if (dynamic_cast<const cuda_error*>(&e)) return 7;
+  if (dynamic_cast<const yaqa::error*>(&e)) return 8;
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return 9;
+  return 10;
+}
+[[noreturn]] void throw_error_kind(int kind, const std::string& msg) {
+  switch (kind) {
+    case 1: throw format_error(msg);
+    case 2: throw io_error(msg);
+    case 3: throw shape_error(msg);
+    case 4: throw non_finite_error(msg);
+    case 5: throw invalid_argument(msg);
+    case 6: throw numerical_error(msg);
+    case 7: throw cuda_error(msg);
+    case 8: throw yaqa::error(msg);
+    case 9: throw std::bad_alloc();
+    default: throw std::runtime_error(msg);
+  }
+}
+
+//! The rank of each planned layer: greedy longest-processing-time on the estimated cost
+//! m·n·(m+n) (the factorizations and the rounding's feedback products), largest first, ties by
+//! plan order, each to the least-loaded rank (ties: the lowest). Deterministic: every rank
+//! computes the same split.
+std::vector<int> split_layers(const std::vector<planned_layer>& plan, int ranks, std::vector<double>& load) {
+  std::vector<double> cost(plan.size());
+  for (std::size_t i = 0; i < plan.size(); ++i) {
+    const auto& sh = plan[i].weight->shape;
+    const double m = sh.size() > 0 ? double(sh[0]) : 1, n = sh.size() > 1 ? double(sh[1]) : 1;
+    cost[i] = m * n * (m + n);
+  }
+  std::vector<std::size_t> order(plan.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return cost[a] > cost[b]; });
+  load.assign(std::size_t(ranks), 0.0);
+  std::vector<int> owner(plan.size(), 0);
+  for (std::size_t i : order) {
+    const auto r = std::size_t(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[i] = int(r);
+    load[r] += cost[i];
+  }
+  return owner;
+}
+
+//! MPI for this run, when a launcher started it (MPI_Init_thread once per process; main() calls
+//! finish_parallel()). Errors come back as mpi_error rather than aborting the job.
+std::optional<yaqa::mpi::communicator> start_parallel() {
+  if (launched_world_size() == 0) return std::nullopt;
+  int init = 0;
+  MPI_Initialized(&init);
+  if (!init) {
+    int provided = 0;
+    if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+      throw mpi_error("yaqa-quantize: MPI_Init_thread failed (started by mpiexec)");
+  }
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  yaqa::mpi::communicator comm(MPI_COMM_WORLD);
+  if (comm.size() == 1) return std::nullopt;
+  return comm;
+}
+
+//! On rank 0, tells the other ranks at the end of run() whether writing the output failed.
+struct final_status {
+  const yaqa::mpi::communicator* comm = nullptr;
+  int exceptions = std::uncaught_exceptions();
+  final_status() = default;
+  final_status(const final_status&) = delete;
+  final_status& operator=(const final_status&) = delete;
+  ~final_status() {
+    if (!comm) return;
+    int failed = std::uncaught_exceptions() > exceptions ? 1 : 0;
+    MPI_Bcast(&failed, 1, MPI_INT, 0, comm->get());
+  }
+};
+#endif
 }  // namespace
 
-run_summary run(const options& o, std::ostream& log) {
+int parallel_rank() {
+#if YAQA_HAS_MPI
+  int init = 0, fin = 0, rank = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (init && !fin) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+#else
+  return 0;
+#endif
+}
+
+void finish_parallel() {
+#if YAQA_HAS_MPI
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (init && !fin) MPI_Finalize();
+#endif
+}
+
+run_summary run(const options& o_in, std::ostream& log) {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
+#if YAQA_HAS_MPI
+  // mpiexec -n R: the layers are split across the ranks; rank 0 writes (docs/distributed.md).
+  const std::optional<yaqa::mpi::communicator> par = start_parallel();
+  const int par_rank = par ? par->rank() : 0;
+#else
+  const int par_rank = 0;
+  yaqa::detail::require(launched_world_size() <= 1, "yaqa-quantize: started by mpiexec with ",
+                        launched_world_size(), " processes, but this build has no MPI (its ranks would all "
+                        "write the same output); rebuild with MPI (libopenmpi-dev) or run one process");
+#endif
+  options quiet_rank = o_in;
+  quiet_rank.quiet = o_in.quiet || par_rank > 0;  // progress lines from rank 0 only
+  const options& o = quiet_rank;
   for (const std::string* in : {&o.weights, &o.hessians}) {
     check_not_forbidden("yaqa-quantize: --out", o.out, {*in});
     if (!o.report.empty()) check_not_forbidden("yaqa-quantize: --report", o.report, {*in});
@@ -155,8 +419,11 @@ run_summary run(const options& o, std::ostream& log) {
                     {"refine_lambda", o.refine.lambda}};
   rep["layers"] = nlohmann::ordered_json::array();
 
-  std::vector<std::string> quantized;
-  for (const planned_layer& pl : plan) {
+  using checkpoint_sink = std::vector<std::pair<std::string, layer_result<int_grid<float>>>>;
+  // Layer i of the plan into the given sinks (run()'s own, or a rank's per-layer ones).
+  auto quantize_one = [&](std::size_t i, safetensors_writer& dst, nlohmann::ordered_json& dst_rep,
+                          std::map<std::string, detail::gguf_blocks>* gguf_sink, checkpoint_sink* checkpoint_dst) {
+    const planned_layer& pl = plan[i];
     const tensor_view& wt = *pl.weight;
     const std::string name(wt.name);
     const std::string context = "yaqa-quantize: layer '" + name + "': ";
@@ -181,13 +448,82 @@ run_summary run(const options& o, std::ostream& log) {
         lo.gguf_type = t->second;
         lo.bits = gguf_code_bits(t->second);
       }
-      detail::layer_job job{lo, backend, ro, pl, name, w, h_in, h_out, out, rep, log, quantized.size() + 1, plan.size(),
-                            gguf_out ? &gguf_tensors : nullptr, checkpoint_out ? &checkpoint_layers : nullptr};
+      detail::layer_job job{lo, backend, ro, pl, name, w, h_in, h_out, dst, dst_rep, log, i + 1, plan.size(),
+                            gguf_sink, checkpoint_dst};
       detail::with_quantizer(lo, view(h_in), [&](const auto& q) { detail::write_layer(q, job); });
     } catch (const yaqa::error&) {
       detail::rethrow_with_context(context);
     }
-    quantized.push_back(name);
+  };
+  std::vector<std::string> quantized;
+#if YAQA_HAS_MPI
+  std::optional<final_status> status;
+  if (par) {
+    const yaqa::mpi::communicator& comm = *par;
+    std::vector<double> load;
+    const std::vector<int> owner = split_layers(plan, comm.size(), load);
+    if (!o.quiet) {
+      double total = 0;
+      for (double l : load) total += l;
+      log << "layer-parallel: " << plan.size() << " layers on " << comm.size() << " ranks (estimated cost m*n*(m+n)):";
+      for (int r = 0; r < comm.size(); ++r)
+        log << " rank " << r << " " << std::count(owner.begin(), owner.end(), r) << " layers "
+            << detail::fmt(total > 0 ? 100 * load[std::size_t(r)] / total : 0.0, 3) << " %" << (r + 1 < comm.size() ? "," : "");
+      log << std::endl;
+    }
+    // Compute: each rank its own layers, in plan order, each packed on its own.
+    std::map<std::size_t, std::vector<std::byte>> done;
+    std::uint64_t failed_at = plan.size();
+    int failed_kind = 0;
+    std::string failed_msg;
+    for (std::size_t i = 0; i < plan.size() && failed_at == plan.size(); ++i) {
+      if (owner[i] != comm.rank()) continue;
+      try {
+        safetensors_writer lw;
+        nlohmann::ordered_json lrep = {{"layers", nlohmann::ordered_json::array()}};
+        std::map<std::string, detail::gguf_blocks> lg;
+        checkpoint_sink lc;
+        quantize_one(i, lw, lrep, gguf_out ? &lg : nullptr, checkpoint_out ? &lc : nullptr);
+        done[i] = pack_layer(lw, lrep, lg, lc);
+      } catch (const std::exception& e) {
+        failed_at = i;
+        failed_kind = error_kind(e);
+        failed_msg = e.what();
+      }
+    }
+    // Every rank learns the first failed layer in plan order (the one a single process would
+    // have stopped at) and fails with its owner's message; nothing has been written.
+    std::uint64_t first = 0;
+    comm.check(MPI_Allreduce(&failed_at, &first, 1, MPI_UINT64_T, MPI_MIN, comm.get()), "MPI_Allreduce");
+    if (first < plan.size()) {
+      const int from = owner[first];
+      comm.broadcast_string(failed_msg, from);
+      comm.check(MPI_Bcast(&failed_kind, 1, MPI_INT, from, comm.get()), "MPI_Bcast");
+      throw_error_kind(failed_kind, failed_msg);
+    }
+    // Gather: every finished layer to rank 0, added in plan order.
+    constexpr int layer_tag = 7201;
+    if (comm.rank() != 0) {
+      for (const auto& [i, bytes] : done) comm.send_bytes(bytes, 0, layer_tag);
+      int failed = 0;
+      comm.check(MPI_Bcast(&failed, 1, MPI_INT, 0, comm.get()), "MPI_Bcast");
+      yaqa::detail::require<yaqa::error>(failed == 0, "yaqa-quantize: rank 0 failed to write the output (its message "
+                                                      "says why)");
+      s.layers = int(done.size());
+      return s;
+    }
+    status.emplace();
+    status->comm = &comm;
+    for (std::size_t i = 0; i < plan.size(); ++i) {
+      const std::vector<std::byte> bytes = owner[i] == 0 ? std::move(done[i]) : comm.recv_bytes(owner[i], layer_tag);
+      unpack_layer(bytes, out, rep, gguf_tensors, checkpoint_layers);
+      quantized.emplace_back(plan[i].weight->name);
+    }
+  } else
+#endif
+  for (std::size_t i = 0; i < plan.size(); ++i) {
+    quantize_one(i, out, rep, gguf_out ? &gguf_tensors : nullptr, checkpoint_out ? &checkpoint_layers : nullptr);
+    quantized.emplace_back(plan[i].weight->name);
   }
   s.layers = int(quantized.size());
   if (checkpoint_out) {

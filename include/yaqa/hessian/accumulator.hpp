@@ -96,6 +96,9 @@ class second_moment {
   }
 
  private:
+  template <class>
+  friend struct detail::hessian::state_access;
+
   template <class C, class T>
   void accumulate(matrix_view<const T> x_in) {
     matrix<C> converted;

@@ -53,6 +53,11 @@ struct accumulate_options {
 
 namespace detail::hessian {
 
+//! Reads and restores an accumulator's partial state (sums and counts) for reductions across
+//! processes; specialized in <yaqa/hessian/state.hpp>, a friend of every accumulator.
+template <class A>
+struct state_access;
+
 //! Scratch storage that is not copied with its owner (copies start with empty scratch), so
 //! copying an accumulator (e.g. to hand a sketch_a pass to a worker) copies only its state.
 template <class T>

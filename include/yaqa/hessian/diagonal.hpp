@@ -85,6 +85,9 @@ class diagonal_second_moment {
   }
 
  private:
+  template <class>
+  friend struct detail::hessian::state_access;
+
   template <class C, class T>
   void accumulate(matrix_view<const T> x) {
     // Each column's sum of squares is computed by one thread in the same order whatever the

@@ -286,6 +286,9 @@ class sketch_a {
   }
 
  private:
+  template <class>
+  friend struct detail::hessian::state_access;
+
   template <class C, class T>
   void accumulate(matrix_view<const T> x_in, matrix_view<const T> g_in) {
     const int p = completed_;
@@ -437,6 +440,9 @@ class sketch_b {
   }
 
  private:
+  template <class>
+  friend struct detail::hessian::state_access;
+
   double divisor(const char* name) const {
     detail::require(count_ > 0, "yaqa::sketch_b::", name,
                     ": no sequences were added (count is 0); expected at least one non-empty sequence");

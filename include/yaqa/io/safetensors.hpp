@@ -401,6 +401,13 @@ class safetensors_writer {
   [[nodiscard]] std::size_t size() const { return entries_.size(); }
   [[nodiscard]] bool contains(std::string_view name) const { return entries_.find(name) != entries_.end(); }
 
+  //! Calls f(name, type, shape, bytes) for every tensor, in name order (the order write() uses);
+  //! e.g. to ship tensors made in another process (yaqa-quantize's layer-parallel mode).
+  template <class F>
+  void for_each(F&& f) const {
+    for (const auto& [name, e] : entries_) f(name, e.type, std::span<const index>(e.shape), e.data);
+  }
+
   //! Writes the file atomically. Throws invalid_argument for a forbidden path or a header that is
   //! not valid UTF-8, io_error when the OS refuses (the message names the path and the reason).
   void write(const std::filesystem::path& path) const {
