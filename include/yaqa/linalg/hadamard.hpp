@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <exception>
 #include <random>
@@ -295,7 +296,9 @@ class polar_gaussian {
 
 //! Haar-random orthogonal c x c matrix: Q of a Gaussian matrix (filled column by column), with
 //! column j multiplied by sign(R_jj).
-inline Eigen::MatrixXd seeded_orthogonal(index c, std::mt19937_64& g) {
+//! (A template, like random_hadamard's constructor, so that Eigen's QR is compiled only where used.)
+template <class Generator>
+Eigen::MatrixXd seeded_orthogonal(index c, Generator& g) {
   polar_gaussian normal(g);
   Eigen::MatrixXd a(c, c);
   for (index j = 0; j < c; ++j)
@@ -421,8 +424,11 @@ inline matrix<double> hadamard_matrix(index order) {
 //! The random Hadamard transform U = S A of dimension n (file comment). Immutable and thread-safe.
 class random_hadamard {
  public:
-  //! Throws invalid_argument for n < 1.
-  random_hadamard(index n, std::uint64_t seed) : n_(n), seed_(seed) {
+  //! Throws invalid_argument for n < 1. (A template only so that Eigen's QR, used for orders with
+  //! no Hadamard matrix, is compiled where a transform is built, not in every translation unit
+  //! that includes this header: 2 of the 13 CPU-seconds an empty one took.)
+  template <std::integral Seed>
+  random_hadamard(index n, Seed seed) : n_(n), seed_(static_cast<std::uint64_t>(seed)) {
     detail::require(n >= 1, "yaqa::random_hadamard: argument 'n' must be >= 1, got ", n);
     std::mt19937_64 g(seed);
     signs_.resize(static_cast<std::size_t>(n));
