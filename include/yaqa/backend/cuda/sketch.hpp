@@ -46,6 +46,11 @@ namespace detail::sketch {
 template <class T>
 inline constexpr bool supported = std::is_same_v<T, float> || std::is_same_v<T, double>;
 
+//! Sums and counts of an accumulator, for reductions across devices (<yaqa/backend/cuda/
+//! distributed.hpp> specializes it; a friend of every class below).
+template <class A>
+struct state_access;
+
 //! dst += src (same shape, both device views), cublas<t>geam in place (C == A, same ld).
 template <class T>
 void add_into(const cuda_backend& b, device_view<const T> src, device_view<T> dst, const char* what) {
@@ -220,6 +225,7 @@ class second_moment {
   }
 
  private:
+  friend struct detail::sketch::state_access<second_moment>;
   cuda_backend b_;
   index n_;
   device_matrix<T> sum_;
@@ -324,6 +330,7 @@ class sketch_b {
   }
 
  private:
+  friend struct detail::sketch::state_access<sketch_b>;
   matrix<T> scaled(const device_matrix<T>& sum, const char* what, const char* name) const {
     yaqa::detail::require(count_ > 0, what,
                           ": no sequences were added (count is 0); expected at least one non-empty sequence");
@@ -503,6 +510,7 @@ class sketch_a {
   }
 
  private:
+  friend struct detail::sketch::state_access<sketch_a>;
   void accumulate(device_view<const T> x, device_view<const T> g) {
     constexpr const char* what = "yaqa::cuda::sketch_a::add";
     using ops = backend_ops<cuda_backend>;
