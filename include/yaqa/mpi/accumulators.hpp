@@ -19,6 +19,7 @@
 //! Before any data moves, the ranks all-gather their shapes (kind, Acc, n, m, Sketch A's pass and
 //! a hash of its factors) and every rank throws the same mpi_error naming the first rank that
 //! disagrees with rank 0, so no rank is left waiting in a collective.
+#include <concepts>
 #include <span>
 #include <string>
 #include <utility>
@@ -113,33 +114,30 @@ void allreduce(const communicator& comm, A& acc, const char* what) {
 
 }  // namespace detail
 
-//! Sums X^T X over the ranks into root's accumulator (rank order; other ranks unchanged).
-template <Scalar Acc, class B>
-void reduce(const communicator& comm, second_moment<Acc, B>& acc, int root = 0) {
-  detail::reduce(comm, acc, root, "yaqa::mpi::reduce(second_moment)");
-}
-//! Sums X^T X over the ranks, the same bits on every rank.
-template <Scalar Acc, class B>
-void allreduce(const communicator& comm, second_moment<Acc, B>& acc) {
-  detail::allreduce(comm, acc, "yaqa::mpi::allreduce(second_moment)");
-}
+//! An accumulator whose whole state is reduced: second_moment, diagonal_second_moment, sketch_b
+//! (Sketch A is reduced pass by pass, below).
+template <class A>
+concept whole_state_accumulator = requires(const A& a) {
+  { detail::state_access<A>::shape(a) } -> std::same_as<detail::state_shape>;
+} && !requires(const A& a) { a.in_pass(); };
 
-template <Scalar Acc, class B>
-void reduce(const communicator& comm, diagonal_second_moment<Acc, B>& acc, int root = 0) {
-  detail::reduce(comm, acc, root, "yaqa::mpi::reduce(diagonal_second_moment)");
+namespace detail {
+template <class A>
+std::string call_name(const char* fn, const A& acc) {
+  return yaqa::detail::concat("yaqa::mpi::", fn, "(",
+                              yaqa::detail::hessian::state_kind_name(state_access<A>::shape(acc).kind), ")");
 }
-template <Scalar Acc, class B>
-void allreduce(const communicator& comm, diagonal_second_moment<Acc, B>& acc) {
-  detail::allreduce(comm, acc, "yaqa::mpi::allreduce(diagonal_second_moment)");
-}
+}  // namespace detail
 
-template <Scalar Acc, class B>
-void reduce(const communicator& comm, sketch_b<Acc, B>& acc, int root = 0) {
-  detail::reduce(comm, acc, root, "yaqa::mpi::reduce(sketch_b)");
+//! Sums the accumulator over the ranks into root's (rank order; other ranks unchanged).
+template <whole_state_accumulator A>
+void reduce(const communicator& comm, A& acc, int root = 0) {
+  detail::reduce(comm, acc, root, detail::call_name("reduce", acc).c_str());
 }
-template <Scalar Acc, class B>
-void allreduce(const communicator& comm, sketch_b<Acc, B>& acc) {
-  detail::allreduce(comm, acc, "yaqa::mpi::allreduce(sketch_b)");
+//! Sums the accumulator over the ranks, the same bits on every rank.
+template <whole_state_accumulator A>
+void allreduce(const communicator& comm, A& acc) {
+  detail::allreduce(comm, acc, detail::call_name("allreduce", acc).c_str());
 }
 
 //! Sums the open pass of Sketch A into root's sketch (merge_pass() in rank order); the pass stays
