@@ -14,6 +14,8 @@
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -256,13 +258,30 @@ nb::dict dict_of(std::initializer_list<std::pair<const char*, nb::object>> items
 
 
 using quantizer_variant = std::variant<yaqa::int_grid<float>, yaqa::lloyd_max_grid<float>, yaqa::fp4_e2m1<float>,
-                                       yaqa::e8p<float>, yaqa::e8p_rvq<float>, yaqa::trellis<float>>;
+                                       yaqa::e8p<float>, yaqa::e8p_rvq<float>, yaqa::trellis<float>,
+                                       yaqa::gguf_any<float>>;
+
+//! The GGUF block types yaqa-quantize offers (quantizers/gguf/).
+constexpr yaqa::ggml_type gguf_types[] = {yaqa::ggml_type::q8_0, yaqa::ggml_type::q4_0, yaqa::ggml_type::q5_0,
+                                          yaqa::ggml_type::iq4_nl, yaqa::ggml_type::q2_k, yaqa::ggml_type::q3_k,
+                                          yaqa::ggml_type::q4_k, yaqa::ggml_type::q5_k, yaqa::ggml_type::q6_k};
+
+yaqa::ggml_type parse_gguf_type(std::string name) {
+  for (char& c : name) c = char(std::toupper(static_cast<unsigned char>(c)));
+  std::string known;
+  for (auto t : gguf_types) {
+    if (yaqa::ggml_type_name(t) == name) return t;
+    known += (known.empty() ? "" : ", ") + std::string(yaqa::ggml_type_name(t));
+  }
+  fail("yaqa.gguf: argument 'type' is '" + name + "'; expected one of " + known);
+}
 
 //! A quantizer and the options it was made from (kind, options dict, for repr and pickling).
 struct py_quantizer {
   std::string kind;
   nb::dict options;
   quantizer_variant q;
+  bool importance = false;  //!< gguf: diag(H_in) as the importance (llama.cpp's imatrix use)
 };
 
 py_quantizer make_int_grid(int bits, bool sym, long long group_size, bool mse) {
@@ -387,6 +406,16 @@ template <class Q>
 nb::dict result_dict(const Q& q, yaqa::layer_result<Q>&& r) {
   using C = typename Q::code_type;
   nb::dict d;
+  if constexpr (std::is_same_v<Q, yaqa::gguf_any<float>>) {  // the type's exact GGUF blocks, row by row
+    const std::vector<std::byte> bytes = yaqa::gguf_encode(q, r);
+    const std::size_t rows = std::size_t(r.codes.rows());
+    std::vector<std::uint8_t> b(bytes.size());
+    if (!b.empty()) std::memcpy(b.data(), bytes.data(), b.size());
+    d["blocks"] = to_numpy(std::move(b), {rows, rows ? bytes.size() / rows : 0});
+    d["params"] = nb::dict();
+  } else {
+    d["params"] = params_dict(r.params);
+  }
   d["weights"] = to_numpy(std::move(r.weights));
   if constexpr (std::is_unsigned_v<C>) {
     d["codes"] = to_numpy(std::move(r.codes));
@@ -399,7 +428,7 @@ nb::dict result_dict(const Q& q, yaqa::layer_result<Q>&& r) {
         q.to_bytes(r.codes(i, j), std::span<std::uint8_t>(b.data() + at, std::size_t(per)));
     d["codes"] = to_numpy(std::move(b), {std::size_t(r.codes.rows()), std::size_t(r.codes.cols()), std::size_t(per)});
   }
-  d["params"] = params_dict(r.params);
+
   if (r.group_index.empty())
     d["group_index"] = nb::none();
   else
@@ -432,16 +461,26 @@ nb::dict quantize_layer(const array& w, const array& h_in, const std::optional<a
     qv = yaqa::trellis<float>(to);
   }
   return std::visit(
-      [&](const auto& q) {
-        using Q = std::decay_t<decltype(q)>;
+      [&](const auto& q0) {
+        using Q = std::decay_t<decltype(q0)>;
         std::optional<yaqa::layer_result<Q>> r;
+        std::optional<Q> qi;  // the GGUF quantizer with diag(H_in) as its importance
         {
           nb::gil_scoped_release unlocked;
           mat<float> bw, bi, bo;  // copies only where the layout or dtype must change
           const auto vw = col_major<float>(iw, bw), vi = col_major<float>(ii, bi);
           const auto vo = io ? col_major<float>(*io, bo) : yaqa::matrix_view<const float>{};
+          if constexpr (std::is_same_v<Q, yaqa::gguf_any<float>>) {
+            if (pq.importance && vi.rows == vi.cols) {
+              yaqa::gguf_quant_options g;
+              for (index i = 0; i < vi.cols; ++i) g.importance.push_back(std::max(vi(i, i), 0.0f));
+              qi.emplace(q0.type(), g);
+            }
+          }
+          const Q& q = qi ? *qi : q0;
           r.emplace(yaqa::quantize_layer(backend{threads}, q, vw, vi, vo, opt));
         }
+        const Q& q = qi ? *qi : q0;
         return result_dict(q, std::move(*r));
       },
       qv);
@@ -686,6 +725,18 @@ NB_MODULE(_yaqa, m) {
         },
         nb::kw_only(), "l"_a = 16, "k"_a = 2, "v"_a = 0, "code"_a = "hyb", "group_size"_a = 0,
         "QTIP bitshift trellis (L state bits, K bits per weight; code 1mad, 3inst or hyb).");
+
+  m.def("gguf",
+        [](const std::string& type, bool importance) {
+          py_quantizer q{"gguf", dict_of({{"type", nb::cast(type)}, {"importance", nb::cast(importance)}}),
+                         yaqa::gguf_any<float>(parse_gguf_type(type))};
+          q.importance = importance;
+          return q;
+        },
+        "type"_a, nb::kw_only(), "importance"_a = true,
+        "llama.cpp's GGUF block types (Q8_0, Q4_0, Q5_0, IQ4_NL, Q2_K..Q6_K) with llama.cpp's scale fits; "
+        "importance: diag(H_in) as the imatrix. quantize_layer returns the blocks too (incoherence=False "
+        "for blocks llama.cpp can serve, as yaqa-quantize does).");
 
   m.def("_quantize_layer", &quantize_layer, "W"_a, "H_in"_a, "H_out"_a.none(), "method"_a, "quantizer"_a, "threads"_a,
         "options"_a);

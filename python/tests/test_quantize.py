@@ -142,3 +142,27 @@ def test_same_bits_as_the_cli(rng, method, quant, args):
         cli = read_safetensors(f"{d}/Q.safetensors")["fc.weight"]
     r = yaqa.quantize_layer(w, h_in, h_out if method == "yaqa" else None, method, quant, seed=5)
     assert np.array_equal(r["weights"], cli)
+
+
+def test_gguf_q8_0_blocks_decode_to_the_weights(rng):
+    w, h_in, h_out = layer(rng)  # n = 96: three Q8_0 blocks of 32 per row
+    r = yaqa.quantize_layer(w, h_in, h_out, "yaqa", yaqa.gguf("q8_0"), incoherence=False)
+    blocks = r["blocks"]
+    assert blocks.shape == (M, 3 * 34) and blocks.dtype == np.uint8 and r["params"] == {}
+    b = blocks.reshape(M, 3, 34)
+    d = b[:, :, :2].copy().view("<f2").astype(np.float32)          # [M, 3, 1] f16 scales
+    qs = b[:, :, 2:].copy().view(np.int8).astype(np.float32)       # [M, 3, 32]
+    assert np.array_equal((d * qs).reshape(M, N), r["weights"])
+    assert 0 < r["report"]["relative_proxy"] < r["report"]["baseline_relative_proxy"]
+
+
+def test_gguf_k_quant(rng):
+    w, h_in, h_out = layer(rng, 32, 256)
+    for imp in (True, False):
+        r = yaqa.quantize_layer(w, h_in, h_out, "yaqa", yaqa.gguf("Q4_K", importance=imp), incoherence=False)
+        assert r["blocks"].shape == (32, 144) and r["codes"].shape == (32, 256)
+        assert 0 < r["report"]["relative_proxy"] < r["report"]["baseline_relative_proxy"]
+    with pytest.raises(yaqa.InvalidArgument, match="expected one of Q8_0"):
+        yaqa.gguf("q9_k")
+    with pytest.raises(yaqa.InvalidArgument):
+        yaqa.quantize_layer(w[:, :96], h_in[:96, :96], None, "ldlq", yaqa.gguf("q4_k"))  # 96 not a multiple of 256

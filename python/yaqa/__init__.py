@@ -6,7 +6,7 @@ yaqa._yaqa, nanobind). See docs/python.md.
 - Accumulators: SecondMoment (E[x x^T]), Diagonal (its diagonal), SketchA, SketchB: add
   batches (numpy arrays or torch CPU tensors, float32 / float64), merge, read the factors as
   numpy arrays, pickle (exact round trip).
-- Quantizers: int_grid, lloyd_max, fp4, e8p, trellis.
+- Quantizers: int_grid, lloyd_max, fp4, e8p, trellis, gguf (llama.cpp's block types).
 - quantize_layer(W, H_in, H_out=None, method=..., quantizer=..., **options) -> dict.
 - quantize_model(model, hessians, ...): every nn.Linear in place (yaqa.model).
 - Errors: yaqa.Error and its subclasses, one per C++ yaqa::error class.
@@ -32,6 +32,7 @@ from ._yaqa import (  # noqa: F401
     __version__,
     e8p,
     fp4,
+    gguf,
     int_grid,
     lloyd_max,
     trellis,
@@ -40,7 +41,7 @@ from . import _yaqa
 
 METHODS = ("yaqa", "ldlq", "gptq", "rtn")
 _QUANTIZERS = {"int": int_grid, "int_grid": int_grid, "lloyd": lloyd_max, "lloyd_max": lloyd_max,
-               "fp4": fp4, "e8p": e8p, "trellis": trellis}
+               "fp4": fp4, "e8p": e8p, "trellis": trellis, "gguf": gguf}
 
 
 def make_quantizer(quantizer: Any = None, **options) -> Quantizer:
@@ -62,7 +63,7 @@ def make_quantizer(quantizer: Any = None, **options) -> Quantizer:
                           "name or a yaqa.Quantizer")
 
 
-_QUANTIZER_KEYS = ("bits", "sym", "group_size", "mse", "l", "k", "v", "code")
+_QUANTIZER_KEYS = ("bits", "sym", "group_size", "mse", "l", "k", "v", "code", "type", "importance")
 
 
 def quantize_layer(W, H_in, H_out=None, method: str = "yaqa", quantizer: Any = None, *,
@@ -100,6 +101,6 @@ def quantize_model(model, hessians, **kwargs):
 __all__ = [
     "Error", "InvalidArgument", "ShapeError", "NonFiniteError", "NumericalError", "IoError",
     "FormatError", "CudaError", "SecondMoment", "Diagonal", "SketchA", "SketchB", "Quantizer",
-    "int_grid", "lloyd_max", "fp4", "e8p", "trellis", "make_quantizer", "quantize_layer",
+    "int_grid", "lloyd_max", "fp4", "e8p", "trellis", "gguf", "make_quantizer", "quantize_layer",
     "quantize_model", "METHODS", "__version__",
 ]

@@ -44,7 +44,8 @@ def quantize_model(model, hessians: Dict[str, Any], *, method: str = "yaqa", qua
     import torch.nn as nn
 
     q = make_quantizer(quantizer, **{k: options.pop(k) for k in list(options)
-                                     if k in ("bits", "sym", "group_size", "mse", "l", "k", "v", "code")})
+                                     if k in ("bits", "sym", "group_size", "mse", "l", "k", "v", "code",
+                                             "type", "importance")})
     rx = re.compile(layers) if isinstance(layers, str) else None
     say = progress or (lambda s: None)
     out: Dict[str, Dict[str, Any]] = {}
