@@ -12,8 +12,10 @@ As a script (no download: "tiny" is a built-in random-init model over a syntheti
     /usr/bin/python3 tools/collect_hessians.py --demo-model tiny --out H.safetensors \
         --kind sketch-b --sketch b --seed 0 --weights-out W.safetensors
 
-What is collected (yaqa-algorithm.md sections 1-2, docs/hessians.md; the same definitions as
-yaqa::second_moment / sketch_a / sketch_b in include/yaqa/hessian/). For a linear layer
+What is collected (yaqa-algorithm.md sections 1-2, docs/hessians.md): the hooks hand each layer's
+x and g to the C++ accumulators yaqa::second_moment / sketch_a / sketch_b (include/yaqa/hessian/)
+through the Python package (python/, ``pip install ./python`` or a build's ``build/python``), so
+the algorithms exist once; the sums are kept in float64 on the CPU. For a linear layer
 y = x W^T with W of shape [out, in] = [m, n], x_t is the layer input of token t (a row of n) and
 g_t = dloss/dy_t the gradient of the loss with respect to the layer *output* (a row of m):
 
@@ -49,8 +51,9 @@ Several processes (torch.distributed, docs/distributed.md): under ``torchrun --n
 (or any launcher setting WORLD_SIZE > 1) the script joins a process group (nccl when CUDA is
 available, else gloo); collect() on an initialized group gives each rank the batches whose index
 b has b % R == rank (every rank passes the same batch list; labels stay seeded by the global b),
-sums each pass's statistics over the ranks at the end of the pass (all_gather, then added in rank
-order 0, 1, ...: the same bits on every rank whatever the backend's reduction order), so every
+merges each pass's accumulators over the ranks at the end of the pass (their pickled states,
+all_gather_object, then merged in rank order 0, 1, ...: the same bits on every rank whatever the
+backend's reduction order), so every
 rank closes the pass with the same factors (Sketch A's next pass weights by them); the counts in
 the metadata are the global ones, and only rank 0 writes files.
 """
@@ -75,11 +78,36 @@ import torch.nn.functional as F
 
 KINDS = ("xtx", "sketch-a", "sketch-b")
 DEFAULT_TAGS = {"sketch-a": "a", "sketch-b": "b"}
-SKETCH_B_CHUNK = 1 << 24  # values of the per-sequence G_s held at once (f64: 128 MiB)
+SKETCH_B_CHUNK = 1 << 24  # values of the sequences handed to SketchB per call (f64: 128 MiB)
 
 
 class CollectError(ValueError):
     """A usage or data error; the message names the function, argument and what was expected."""
+
+
+def _yaqa():
+    """The yaqa Python package (its accumulators do the sums). Imported when first needed; a
+    checkout's build (build*/python) is found without installing."""
+    try:
+        import yaqa
+        return yaqa
+    except ImportError as first:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        import glob
+        for d in sorted(glob.glob(os.path.join(root, "build*", "python"))):
+            if os.path.isdir(os.path.join(d, "yaqa")) and d not in sys.path:
+                sys.path.append(d)
+                try:
+                    import yaqa
+                    return yaqa
+                except ImportError:
+                    sys.path.remove(d)
+        raise CollectError(
+            "the yaqa Python package is not importable (" + str(first) + "); the collector "
+            "accumulates through it. Install it with `pip install ./python` from the repository "
+            "(into a venv made with --system-site-packages, so that torch and numpy come from the "
+            "system), or build it with `make build` (it lands in build/python; set "
+            "PYTHONPATH=build/python). See docs/python.md.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,19 +234,17 @@ def unpack_tril(p: torch.Tensor, n: Optional[int] = None) -> torch.Tensor:
 # collection
 
 class _Layer:
-    """Per-Linear state: the captured (x, y) of the current batch and the running sums."""
+    """Per-Linear state: the captured (x, y) of the current batch and the yaqa accumulators."""
 
     def __init__(self, name: str, module: nn.Linear):
         self.name, self.module = name, module
         self.n, self.m = module.in_features, module.out_features
         self.calls: List = []  # (x detached copy, y output in the graph) per call this batch
-        self.xtx = None        # sum x x^T
-        self.b_in = self.b_out = None  # sketch B sums
-        self.a_sum = None      # sketch A: the open pass's sum
-        self.a_in = self.a_out = None  # sketch A factors after the last even / odd pass
-        self.a_out_zero = self.b_out_zero = False
+        self.xtx = None        # yaqa.SecondMoment (xtx without sketch-a)
+        self.sa = None         # yaqa.SketchA (its pass 0 also gives xtx)
+        self.sb = None         # yaqa.SketchB
+        self.xtx_mean = None   # E[x x^T] (numpy), once pass 0 is closed
         self.tokens = self.sequences = self.pass_tokens = 0
-        self.a_prev, self.a_prev_norm2 = None, 0.0
 
 
 def _resolve_layers(model: nn.Module, layers) -> List[_Layer]:
@@ -307,11 +333,24 @@ def _sum_over_ranks(t: torch.Tensor, world: int) -> torch.Tensor:
     return total
 
 
-def _reduce_pass(state: List["_Layer"], p_idx: int, want_x: bool, want_a: bool, want_b: bool,
-                 counts: dict, world: int) -> None:
-    """Replaces every rank's pass statistics (sums and token / sequence / batch counts) by their
-    sum over the ranks; a rank without batches contributes zeros."""
-    acc = torch.float64
+def _merge_over_ranks(acc, world: int):
+    """The merge of every rank's accumulator, on every rank: the pickled states (yaqa's
+    save_state bytes) all_gather_object'ed, then merged in rank order 0, 1, ... (the same bits on
+    every rank). Sketch A merges the open pass (merge_pass)."""
+    import pickle
+    import torch.distributed as dist
+    parts: List = [None] * world
+    dist.all_gather_object(parts, pickle.dumps(acc))
+    total = pickle.loads(parts[0])
+    for p in parts[1:]:
+        other = pickle.loads(p)
+        total.merge_pass(other) if hasattr(total, "merge_pass") else total.merge(other)
+    return total
+
+
+def _reduce_pass(state: List["_Layer"], p_idx: int, counts: dict, world: int) -> None:
+    """Replaces every rank's pass statistics (accumulators and token / sequence / batch counts) by
+    their merge over the ranks; a rank without batches contributes empty accumulators."""
     for st in state:
         dev = st.module.weight.device
         c = torch.tensor([st.pass_tokens, st.sequences if p_idx == 0 else 0], dtype=torch.int64,
@@ -320,17 +359,12 @@ def _reduce_pass(state: List["_Layer"], p_idx: int, want_x: bool, want_a: bool, 
         st.pass_tokens = int(c[0])
         if p_idx == 0:
             st.sequences = int(c[1])
-            if want_x or want_a:
-                st.xtx = _sum_over_ranks(st.xtx if st.xtx is not None else
-                                         torch.zeros(st.n, st.n, dtype=acc, device=dev), world)
-            if want_b:
-                if st.b_in is None:
-                    st.b_in = torch.zeros(st.n, st.n, dtype=acc, device=dev)
-                    st.b_out = torch.zeros(st.m, st.m, dtype=acc, device=dev)
-                st.b_in = _sum_over_ranks(st.b_in, world)
-                st.b_out = _sum_over_ranks(st.b_out, world)
-        elif want_a:
-            st.a_sum = _sum_over_ranks(st.a_sum, world)
+            if st.xtx is not None:
+                st.xtx = _merge_over_ranks(st.xtx, world)
+            if st.sb is not None:
+                st.sb = _merge_over_ranks(st.sb, world)
+        if st.sa is not None:
+            st.sa = _merge_over_ranks(st.sa, world)
     if p_idx == 0:
         dev = state[0].module.weight.device
         counts["batches"] = int(_sum_over_ranks(
@@ -350,11 +384,6 @@ def _init_distributed_from_env() -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
     return True
-
-
-def _rowwise_quadratic(z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """s_t = z_t^T H z_t for every row t of z (Sketch A's per-token weights)."""
-    return ((z @ h) * z).sum(dim=1)
 
 
 def _is_one_shot(batches) -> bool:
@@ -418,15 +447,24 @@ def collect(model: nn.Module, batches, *, kind: Union[str, Sequence[str]] = "ske
         raise CollectError("collect: argument 'batches' is a one-shot iterator but Sketch A makes "
                            f"{n_passes} passes; pass a list, a DataLoader or a callable")
     say = progress or (lambda s: None)
+    yq = _yaqa()
 
     state = _resolve_layers(model, layers)
+    for st in state:
+        if want_x and not want_a:
+            st.xtx = yq.SecondMoment(st.n)
+        if want_a:
+            st.sa = yq.SketchA(st.n, st.m, passes)
+        if want_b:
+            st.sb = yq.SketchB(st.n, st.m)
     rank, world = _dist_rank_world()
     acc = torch.float64
     hooks = []
 
     def make_hook(st: _Layer):
         def hook(module, inputs, output):
-            x = inputs[0].detach().to(acc, copy=True)  # copy: later in-place ops cannot touch it
+            # a float64 CPU copy (later in-place ops cannot touch it), for the yaqa accumulators
+            x = inputs[0].detach().to(device="cpu", dtype=acc, copy=True)
             st.calls.append((x, output))
             # The rest of the model gets a copy, so an in-place op on it (relu_, +=) leaves the
             # tensor we differentiate against untouched.
@@ -445,14 +483,11 @@ def collect(model: nn.Module, batches, *, kind: Union[str, Sequence[str]] = "ske
             hooks.append(st.module.register_forward_hook(make_hook(st)))
         for p_idx in range(n_passes):
             need_g = want_b or (want_a and p_idx > 0)
+            t_pass = time.time()
             for st in state:
                 st.pass_tokens = 0
-                if want_a and p_idx > 0:
-                    st.a_sum = torch.zeros(*((st.m, st.m) if p_idx % 2 else (st.n, st.n)),
-                                           dtype=acc, device=st.module.weight.device)
-                    # the factor this pass weights by (fixed for the whole pass)
-                    st.a_prev = st.a_in if p_idx % 2 else st.a_out
-                    st.a_prev_norm2 = float((st.a_prev * st.a_prev).sum())
+                if st.sa is not None:
+                    st.sa.begin_pass()
             it = batches() if callable(batches) and not isinstance(batches, nn.Module) else batches
             for b_idx, batch in enumerate(it):
                 if b_idx % world != rank:  # another rank's batch (labels stay seeded by b_idx)
@@ -491,16 +526,14 @@ def collect(model: nn.Module, batches, *, kind: Union[str, Sequence[str]] = "ske
                             g = grads[k]
                             k += 1
                             # None: this output does not reach the loss (no gradient)
-                            g = (torch.zeros(y.shape, dtype=acc, device=y.device) if g is None
-                                 else g.detach().to(acc))
-                        # sums live on the layer's device (a GPU model accumulates on the GPU)
-                        _accumulate(st, x, g, p_idx, want_x, want_a, want_b, token_dim,
-                                    seq_len)
+                            g = (torch.zeros(y.shape, dtype=acc) if g is None
+                                 else g.detach().to(device="cpu", dtype=acc))
+                        _accumulate(st, x, g, p_idx, token_dim, seq_len)
                     st.calls = []
                 if p_idx == 0:
                     counts["batches"] += 1
             if world > 1:  # every rank closes the pass from the same sums
-                _reduce_pass(state, p_idx, want_x, want_a, want_b, counts, world)
+                _reduce_pass(state, p_idx, counts, world)
             for st in state:
                 if st.pass_tokens == 0:
                     raise CollectError(f"collect: pass {p_idx} gave no tokens to '{st.name}' "
@@ -511,8 +544,11 @@ def collect(model: nn.Module, batches, *, kind: Union[str, Sequence[str]] = "ske
                     raise CollectError(f"collect: pass {p_idx} gave {st.pass_tokens} tokens to "
                                        f"'{st.name}', pass 0 gave {st.tokens}; Sketch A needs the "
                                        "same batches in every pass")
-                _close_pass(st, p_idx, want_a)
-            say(f"pass {p_idx + 1}/{n_passes}: {state[0].pass_tokens} tokens into {state[0].name}")
+                _close_pass(st, p_idx)
+            dt = max(time.time() - t_pass, 1e-9)
+            say(f"pass {p_idx + 1}/{n_passes}: {state[0].pass_tokens} tokens into {len(state)} "
+                f"layer{'s' if len(state) > 1 else ''} ({state[0].name}, ...), {dt:.2f} s, "
+                f"{state[0].pass_tokens / dt:.0f} tokens/s")
     finally:
         for h in hooks:
             h.remove()
@@ -526,20 +562,22 @@ def collect(model: nn.Module, batches, *, kind: Union[str, Sequence[str]] = "ske
     for st in state:
         name = st.name + ".weight"
         if want_x:
-            out[name + ".H"] = _symmetrize(st.xtx / st.tokens).to(dtype)
+            out[name + ".H"] = _tensor(st.xtx_mean, dtype)
         if want_a:
             base = _tagged(name, DEFAULT_TAGS["sketch-a"] if tag is None else tag)
-            out[base + ".H_in"] = _symmetrize(st.a_in).to(dtype)
-            out[base + ".H_out"] = _symmetrize(st.a_out).to(dtype)
+            out[base + ".H_in"] = _tensor(st.sa.h_in(), dtype)
+            out[base + ".H_out"] = _tensor(st.sa.h_out(), dtype)
         if want_b:
             base = _tagged(name, DEFAULT_TAGS["sketch-b"] if tag is None else tag)
-            out[base + ".H_in"] = _symmetrize(st.b_in / st.sequences).to(dtype)
-            out[base + ".H_out"] = _symmetrize(st.b_out / st.sequences).to(dtype)
+            out[base + ".H_in"] = _tensor(st.sb.h_in(), dtype)
+            out[base + ".H_out"] = _tensor(st.sb.h_out(), dtype)
     if info is not None:
         first = state[0]
         info.update(tokens=first.tokens, sequences=first.sequences, batches=counts["batches"],
                     layers={st.name + ".weight": {"tokens": st.tokens, "sequences": st.sequences,
-                                                  "h_out_zero": st.a_out_zero or st.b_out_zero}
+                                                  "h_out_zero": bool(
+                                                      (st.sa is not None and st.sa.h_out_is_zero) or
+                                                      (st.sb is not None and st.sb.h_out_is_zero))}
                             for st in state})
     return out
 
@@ -548,58 +586,42 @@ def _tagged(name: str, tag: str) -> str:
     return f"{name}.{tag}" if tag else name
 
 
-def _accumulate(st: _Layer, x: torch.Tensor, g: Optional[torch.Tensor], p_idx: int, want_x: bool,
-                want_a: bool, want_b: bool, token_dim: int, seq_len: Optional[int]) -> None:
-    """Adds one call's (x, g) of layer st to the sums of pass p_idx."""
+def _tensor(a, dtype: torch.dtype) -> torch.Tensor:
+    # the accumulators' factors are exactly symmetric (unpacked from their lower triangle)
+    return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+
+
+def _accumulate(st: _Layer, x: torch.Tensor, g: Optional[torch.Tensor], p_idx: int,
+                token_dim: int, seq_len: Optional[int]) -> None:
+    """Hands one call's (x, g) of layer st to its accumulators (pass p_idx). x and g are float64
+    CPU tensors (copies): the package reads them in place, or makes one column-major copy."""
     xs = _sequences(x, token_dim, seq_len, f"the input of '{st.name}'")  # [S, T, n]
     xt = xs.reshape(-1, st.n)
     st.pass_tokens += xt.shape[0]
     if p_idx == 0:
         st.sequences += xs.shape[0]
-        if want_x or want_a:
-            st.xtx = xt.T @ xt if st.xtx is None else st.xtx + xt.T @ xt
-        if want_b:
+        if st.xtx is not None:
+            st.xtx.add(xt)
+        if st.sa is not None:
+            st.sa.add(xt)
+        if st.sb is not None:
             gs = _sequences(g, token_dim, seq_len, f"the output gradient of '{st.name}'")
-            if st.b_in is None:
-                st.b_in = xs.new_zeros(st.n, st.n)
-                st.b_out = xs.new_zeros(st.m, st.m)
-            # a few sequences at a time: the G_s of a chunk take <= SKETCH_B_CHUNK values
-            chunk = max(1, SKETCH_B_CHUNK // (st.m * st.n))
+            # a few sequences per call: bounds the column-major copies the package makes
+            chunk = max(1, SKETCH_B_CHUNK // (xs.shape[1] * (st.m + st.n) or 1))
             for s0 in range(0, xs.shape[0], chunk):
-                xc, gc = xs[s0:s0 + chunk], gs[s0:s0 + chunk]
-                G = torch.einsum("stm,stn->smn", gc, xc)  # G_s = sum_t g_t x_t^T per sequence
-                st.b_in += torch.einsum("smn,smk->nk", G, G)  # sum_s G_s^T G_s
-                st.b_out += torch.einsum("smn,skn->mk", G, G)  # sum_s G_s G_s^T
-    elif want_a:
+                st.sb.add_sequences(xs[s0:s0 + chunk], gs[s0:s0 + chunk])
+    elif st.sa is not None:
         gs = _sequences(g, token_dim, seq_len, f"the output gradient of '{st.name}'")
-        gt = gs.reshape(-1, st.m)
-        if p_idx % 2:  # H_out += sum_t (x_t^T H_in x_t) g_t g_t^T
-            w = _rowwise_quadratic(xt, st.a_prev)
-            st.a_sum += gt.T @ (gt * w[:, None])
-        elif not st.a_out_zero:  # H_in += sum_t (g_t^T H_out g_t) x_t x_t^T
-            w = _rowwise_quadratic(gt, st.a_prev)
-            st.a_sum += xt.T @ (xt * w[:, None])
+        st.sa.add(xt, gs.reshape(-1, st.m))
 
 
-def _close_pass(st: _Layer, p_idx: int, want_a: bool) -> None:
-    """Turns the pass sums into factors (the same rules as yaqa::sketch_a::end_pass)."""
+def _close_pass(st: _Layer, p_idx: int) -> None:
+    """Closes the pass in the accumulators (yaqa::sketch_a::end_pass's rules)."""
+    if st.sa is not None:
+        st.sa.end_pass()
     if p_idx == 0:
-        if st.b_out is not None:
-            st.b_out_zero = bool((st.b_out == 0).all())
-        if want_a:
-            st.a_in = st.xtx / st.tokens
-    elif p_idx % 2:
-        st.a_out = (torch.zeros_like(st.a_sum) if st.a_prev_norm2 == 0
-                    else st.a_sum / (st.tokens * st.a_prev_norm2))
-        st.a_out_zero = bool((st.a_out == 0).all())
-    elif not st.a_out_zero:  # H_out zero (no gradient): keep H_in = E[x x^T]
-        st.a_in = st.a_sum / (st.tokens * st.a_prev_norm2)
-    st.a_sum = None
-
-
-def _symmetrize(h: torch.Tensor) -> torch.Tensor:
-    # X^T diag(w) X computed as X^T (X * w) is symmetric only up to rounding; make it exact.
-    return ((h + h.T) / 2).cpu()
+        st.xtx_mean = st.sa.h_in() if st.sa is not None else (
+            st.xtx.mean() if st.xtx is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------

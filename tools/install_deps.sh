@@ -4,7 +4,9 @@
 #   --with-python: python3-torch for the interop tests, with OpenBLAS (without libopenblas0-pthread
 #     Debian's torch and numpy fall back to the reference BLAS: 1.6 vs 75 GFLOP/s measured), and
 #     python3-yaml + python3-venv for python/gguf_interop (which pip-installs gguf-py itself, --no-deps,
-#     into a venv under the build directory; gguf's tqdm is imported only for progress bars);
+#     into a venv under the build directory; gguf's tqdm is imported only for progress bars), and
+#     python3-dev + python3-pytest for the Python package (python/: its extension is built with
+#     nanobind, pip-installed pinned into <build>/python-venv at configure time; docs/python.md);
 #   --with-clang: clang, its sanitizer runtimes (libFuzzer among them) and OpenMP (make sanitize,
 #     make fuzz-smoke); --with-fuzz is the same set
 # Not root and something missing: prints the exact apt-get command and exits 1.
@@ -13,7 +15,7 @@ set -euo pipefail
 pkgs=(cmake make g++ libeigen3-dev catch2 libbenchmark-dev nlohmann-json3-dev libcli11-dev gnuplot-nox libopenmpi-dev openmpi-bin)
 for flag in "$@"; do
   case "$flag" in
-    --with-python) pkgs+=(python3 python3-numpy python3-torch libopenblas0-pthread python3-yaml python3-venv) ;;
+    --with-python) pkgs+=(python3 python3-numpy python3-torch libopenblas0-pthread python3-yaml python3-venv python3-dev python3-pytest) ;;
     --with-clang|--with-fuzz) pkgs+=(clang libclang-rt-14-dev libomp-dev) ;;
     *) echo "install_deps.sh: unknown option '$flag'" >&2; exit 2 ;;
   esac

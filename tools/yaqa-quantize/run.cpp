@@ -193,33 +193,10 @@ void unpack_layer(std::span<const std::byte> bytes, safetensors_writer& out, nlo
 }
 
 //! The exception classes a failed layer can end in, so that every rank rethrows the failing
-//! rank's error as the same class (main() words the message by class).
-int error_kind(const std::exception& e) {
-  if (dynamic_cast<const format_error*>(&e)) return 1;
-  if (dynamic_cast<const io_error*>(&e)) return 2;
-  if (dynamic_cast<const shape_error*>(&e)) return 3;
-  if (dynamic_cast<const non_finite_error*>(&e)) return 4;
-  if (dynamic_cast<const invalid_argument*>(&e)) return 5;
-  if (dynamic_cast<const numerical_error*>(&e)) return 6;
-  if (dynamic_cast<const cuda_error*>(&e)) return 7;
-  if (dynamic_cast<const yaqa::error*>(&e)) return 8;
-  if (dynamic_cast<const std::bad_alloc*>(&e)) return 9;
-  return 10;
-}
-[[noreturn]] void throw_error_kind(int kind, const std::string& msg) {
-  switch (kind) {
-    case 1: throw format_error(msg);
-    case 2: throw io_error(msg);
-    case 3: throw shape_error(msg);
-    case 4: throw non_finite_error(msg);
-    case 5: throw invalid_argument(msg);
-    case 6: throw numerical_error(msg);
-    case 7: throw cuda_error(msg);
-    case 8: throw yaqa::error(msg);
-    case 9: throw std::bad_alloc();
-    default: throw std::runtime_error(msg);
-  }
-}
+//! rank's error as the same class (main() words the message by class): yaqa::classify_error's
+//! table (core/error.hpp), shared with the Python binding.
+int error_kind(const std::exception& e) { return int(classify_error(e)); }
+[[noreturn]] void throw_error_kind(int kind, const std::string& msg) { throw_error_class(error_class(kind), msg); }
 
 //! The rank of each planned layer: greedy longest-processing-time on the estimated cost
 //! m·n·(m+n) (the factorizations and the rounding's feedback products), largest first, ties by

@@ -162,6 +162,41 @@ struct state_access<sketch_a<Acc, B>> {
     r.finish();
   }
   static void merge(A& into, const A& from) { into.merge_pass(from); }
+  //! Everything but the shape: the pass position, the factors, the open pass's weights and sum.
+  static void save_all(byte_writer& w, const A& a) {
+    w.put(std::int64_t(a.has_in_));
+    w.put(std::int64_t(a.has_out_));
+    w.put(std::int64_t(a.prev_zero_));
+    w.put(a.prev_norm2_);
+    if (a.has_in_) put_packed(w, a.h_in_);
+    if (a.has_out_) put_packed(w, a.h_out_);
+    if (a.in_pass_) {
+      const std::vector<std::byte> pass = save(a);
+      w.put(pass.data(), pass.size());
+    }
+  }
+  static void load_all(A& a, const state_shape& s, byte_reader& r) {
+    std::int64_t has_in = 0, has_out = 0, prev_zero = 0;
+    r.get(has_in);
+    r.get(has_out);
+    r.get(prev_zero);
+    r.get(a.prev_norm2_);
+    a.completed_ = int(s.pass);
+    a.in_pass_ = s.in_pass != 0;
+    a.has_in_ = has_in != 0;
+    a.has_out_ = has_out != 0;
+    a.prev_zero_ = prev_zero != 0;
+    a.h_in_ = packed_symmetric<Acc>();
+    a.h_out_ = packed_symmetric<Acc>();
+    if (a.has_in_) get_packed(r, a.h_in_, a.n_);
+    if (a.has_out_) get_packed(r, a.h_out_, a.m_);
+    a.acc_ = packed_symmetric<Acc>();
+    a.count_ = a.batches_ = 0;
+    a.prev_full_.clear();
+    if (a.in_pass_) load(a, r.in.subspan(r.at)), r.at = r.in.size();
+    detail::require<invalid_argument>(shape(a) == s, "yaqa::load_state: the sketch_a state's factors do not "
+                                      "match their hash (corrupt state)");
+  }
 };
 
 template <class Acc, class B>
@@ -190,3 +225,53 @@ struct state_access<sketch_b<Acc, B>> {
 };
 
 }  // namespace yaqa::detail::hessian
+
+namespace yaqa {
+
+//! The whole state of an accumulator (second_moment, diagonal_second_moment, sketch_a, sketch_b)
+//! as bytes: its shape (kind, accumulator type, dims), its sums and counts, and for sketch_a the
+//! pass position and factors. load_state() into an accumulator constructed with the same dims
+//! (and passes) restores it exactly: what pickling (the Python package) and checkpoints need.
+//! Same caveats as the reductions' state: raw host-endian values, not a file format. Options and
+//! backends are not in the bytes (the caller constructs the accumulator with them).
+template <class A>
+std::vector<std::byte> save_state(const A& a) {
+  using S = detail::hessian::state_access<A>;
+  detail::hessian::byte_writer w;
+  w.put(S::shape(a));
+  if constexpr (requires(detail::hessian::byte_writer& bw) { S::save_all(bw, a); }) {
+    S::save_all(w, a);
+  } else {
+    const std::vector<std::byte> body = S::save(a);
+    w.put(body.data(), body.size());
+  }
+  return std::move(w.out);
+}
+
+//! Restores a's state from save_state()'s bytes. Throws invalid_argument when the bytes are
+//! truncated or were saved from an accumulator of another kind, type or shape (naming both).
+template <class A>
+void load_state(A& a, std::span<const std::byte> bytes) {
+  using S = detail::hessian::state_access<A>;
+  detail::hessian::byte_reader r{bytes};
+  detail::hessian::state_shape s{};
+  r.get(s);
+  const detail::hessian::state_shape mine = S::shape(a);
+  detail::require(s.kind == mine.kind && s.acc_size == mine.acc_size && s.n == mine.n && s.m == mine.m &&
+                      s.passes == mine.passes,
+                  "yaqa::load_state: argument 'bytes' holds a ", detail::hessian::state_kind_name(s.kind),
+                  " state (", s.acc_size, "-byte sums, n = ", s.n, ", m = ", s.m, ", passes = ", s.passes,
+                  "); expected ", detail::hessian::state_kind_name(mine.kind), " (", mine.acc_size,
+                  "-byte sums, n = ", mine.n, ", m = ", mine.m, ", passes = ", mine.passes, ")");
+  if constexpr (requires(detail::hessian::byte_reader& br) { S::load_all(a, s, br); }) {
+    detail::require(s.pass >= 0 && s.pass <= s.passes && (s.in_pass == 0 || s.pass < s.passes),
+                    "yaqa::load_state: sketch_a state at pass ", s.pass, " of ", s.passes, " (corrupt state)");
+    S::load_all(a, s, r);
+  } else {
+    S::load(a, r.in.subspan(r.at));
+    r.at = r.in.size();
+  }
+  r.finish();
+}
+
+}  // namespace yaqa
