@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -40,6 +41,24 @@ inline const char* state_kind_name(std::int64_t k) {
     case 4: return "sketch_b";
     default: return "unknown";
   }
+}
+
+//! What differs between shard s and rank 0's s0 (the first differing field, for the message
+//! "rank r of R has <this>"); kind names get `kind_prefix` ("cuda::" for the device classes).
+inline std::string shape_mismatch(const state_shape& s, const state_shape& s0, const char* kind_prefix = "") {
+  if (s.kind != s0.kind)
+    return concat("an accumulator of kind ", kind_prefix, state_kind_name(s.kind), ", rank 0 ", kind_prefix,
+                  state_kind_name(s0.kind));
+  if (s.acc_size != s0.acc_size)
+    return concat("a ", s.acc_size * 8, "-bit accumulator type, rank 0 ", s0.acc_size * 8, "-bit");
+  if (s.n != s0.n) return concat("n = ", s.n, ", rank 0 n = ", s0.n);
+  if (s.m != s0.m) return concat("m = ", s.m, ", rank 0 m = ", s0.m);
+  if (s.passes != s0.passes) return concat("passes = ", s.passes, ", rank 0 passes = ", s0.passes);
+  if (s.pass != s0.pass || s.in_pass != s0.in_pass)
+    return concat("pass ", s.pass, s.in_pass ? " open" : " not open", ", rank 0 pass ", s0.pass,
+                  s0.in_pass ? " open" : " not open");
+  return "different Sketch A factors than rank 0 (each pass must start from the factors of the previous "
+         "distributed end_pass)";
 }
 
 //! FNV-1a over raw bytes: equal factors give equal hashes on every rank (same bits).

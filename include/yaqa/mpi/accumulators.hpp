@@ -43,22 +43,7 @@ inline void require_same_shape(const communicator& comm, const state_shape& mine
   for (std::size_t r = 1; r < all.size(); ++r) {
     const state_shape& s = all[r];
     if (s == s0) continue;
-    const auto field = [&]() -> std::string {
-      using yaqa::detail::concat;
-      if (s.kind != s0.kind)
-        return concat("an accumulator of kind ", yaqa::detail::hessian::state_kind_name(s.kind), ", rank 0 ",
-                      yaqa::detail::hessian::state_kind_name(s0.kind));
-      if (s.acc_size != s0.acc_size)
-        return concat("a ", s.acc_size * 8, "-bit accumulator type, rank 0 ", s0.acc_size * 8, "-bit");
-      if (s.n != s0.n) return concat("n = ", s.n, ", rank 0 n = ", s0.n);
-      if (s.m != s0.m) return concat("m = ", s.m, ", rank 0 m = ", s0.m);
-      if (s.passes != s0.passes) return concat("passes = ", s.passes, ", rank 0 passes = ", s0.passes);
-      if (s.pass != s0.pass || s.in_pass != s0.in_pass)
-        return concat("pass ", s.pass, s.in_pass ? " open" : " not open", ", rank 0 pass ", s0.pass,
-                      s0.in_pass ? " open" : " not open");
-      return "different Sketch A factors than rank 0 (each pass must start from the factors of the "
-             "previous distributed end_pass)";
-    }();
+    const std::string field = yaqa::detail::hessian::shape_mismatch(s, s0);
     throw mpi_error(yaqa::detail::concat(what, ": rank ", r, " of ", all.size(), " has ", field,
                                          "; every rank must pass the same accumulator shape"));
   }

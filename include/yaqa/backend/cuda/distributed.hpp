@@ -36,6 +36,7 @@
 #include <yaqa/backend/cuda/memory.hpp>
 #include <yaqa/backend/cuda/sketch.hpp>
 #include <yaqa/core/error.hpp>
+#include <yaqa/hessian/state.hpp>
 
 namespace yaqa::cuda {
 
@@ -58,36 +59,19 @@ concept device_communicator =
 
 namespace detail::sketch {
 
-//! What every rank of one reduction must agree on, and its counts (fixed size, all-gathered).
+using yaqa::detail::hessian::state_shape;
+
+//! What every rank of one reduction must agree on (the CPU accumulators' state_shape: kind,
+//! scalar size, n, m, Sketch A's pass and factor hash) and its counts (summed, not compared).
 struct device_record {
-  std::int64_t kind = 0;  //!< 1 second_moment, 3 sketch_a pass, 4 sketch_b (as the CPU state_shape)
-  std::int64_t scalar_size = 0;
-  std::int64_t n = 0, m = 0;
-  std::int64_t passes = 0, pass = 0, in_pass = 0;
-  std::uint64_t factors = 0;        //!< sketch_a: hash of the host copies of H_in and H_out
-  std::int64_t counts[3] = {0, 0, 0};  //!< summed over the ranks, not compared
+  state_shape shape;
+  std::int64_t counts[3] = {0, 0, 0};
 };
-
-inline bool same_shape(const device_record& a, const device_record& b) {
-  return a.kind == b.kind && a.scalar_size == b.scalar_size && a.n == b.n && a.m == b.m &&
-         a.passes == b.passes && a.pass == b.pass && a.in_pass == b.in_pass && a.factors == b.factors;
-}
-
-inline const char* kind_name(std::int64_t k) {
-  return k == 1 ? "cuda::second_moment" : k == 3 ? "cuda::sketch_a" : k == 4 ? "cuda::sketch_b" : "unknown";
-}
-
-//! FNV-1a over raw bytes: equal factors give equal hashes on every rank (same bits).
-inline std::uint64_t fnv1a(const void* p, std::size_t bytes, std::uint64_t h = 1469598103934665603ull) {
-  const auto* b = static_cast<const unsigned char*>(p);
-  for (std::size_t i = 0; i < bytes; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  return h;
-}
 
 template <class T>
 struct state_access<second_moment<T>> {
   using A = second_moment<T>;
-  static device_record record(const A& a) { return {1, sizeof(T), a.n_, 0, 0, 0, 0, 0, {a.count_, a.batches_, 0}}; }
+  static device_record record(const A& a) { return {{1, sizeof(T), a.n_, 0, 0, 0, 0, 0}, {a.count_, a.batches_, 0}}; }
   static void set_counts(A& a, const std::int64_t (&c)[3]) {
     a.count_ = c[0];
     a.batches_ = c[1];
@@ -99,7 +83,7 @@ template <class T>
 struct state_access<sketch_b<T>> {
   using A = sketch_b<T>;
   static device_record record(const A& a) {
-    return {4, sizeof(T), a.n_, a.m_, 0, 0, 0, 0, {a.count_, a.tokens_, a.sequences_seen_}};
+    return {{4, sizeof(T), a.n_, a.m_, 0, 0, 0, 0}, {a.count_, a.tokens_, a.sequences_seen_}};
   }
   static void set_counts(A& a, const std::int64_t (&c)[3]) {
     a.count_ = c[0];
@@ -115,9 +99,10 @@ template <class T>
 struct state_access<sketch_a<T>> {
   using A = sketch_a<T>;
   static device_record record(const A& a) {
+    using yaqa::detail::hessian::fnv1a;
     std::uint64_t h = fnv1a(a.h_in_.data(), std::size_t(a.h_in_.size()) * sizeof(T));
     h = fnv1a(a.h_out_.data(), std::size_t(a.h_out_.size()) * sizeof(T), h);
-    return {3, sizeof(T), a.n_, a.m_, a.passes_, a.completed_, a.in_pass_ ? 1 : 0, h, {a.count_, a.batches_, 0}};
+    return {{3, sizeof(T), a.n_, a.m_, a.passes_, a.completed_, a.in_pass_ ? 1 : 0, h}, {a.count_, a.batches_, 0}};
   }
   static void set_counts(A& a, const std::int64_t (&c)[3]) {
     a.count_ = c[0];
@@ -148,30 +133,13 @@ template <device_communicator C>
 std::vector<device_record> require_same_shape(const C& comm, const cuda_backend& b, const device_record& mine,
                                               const char* what) {
   std::vector<device_record> all = gather_records(comm, b, mine);
-  const device_record& s0 = all.front();
+  const state_shape& s0 = all.front().shape;
   for (std::size_t r = 1; r < all.size(); ++r) {
-    const device_record& s = all[r];
-    if (same_shape(s, s0)) continue;
-    using yaqa::detail::concat;
-    std::string field;
-    if (s.kind != s0.kind)
-      field = concat("an accumulator of kind ", kind_name(s.kind), ", rank 0 ", kind_name(s0.kind));
-    else if (s.scalar_size != s0.scalar_size)
-      field = concat("a ", s.scalar_size * 8, "-bit scalar type, rank 0 ", s0.scalar_size * 8, "-bit");
-    else if (s.n != s0.n)
-      field = concat("n = ", s.n, ", rank 0 n = ", s0.n);
-    else if (s.m != s0.m)
-      field = concat("m = ", s.m, ", rank 0 m = ", s0.m);
-    else if (s.passes != s0.passes)
-      field = concat("passes = ", s.passes, ", rank 0 passes = ", s0.passes);
-    else if (s.pass != s0.pass || s.in_pass != s0.in_pass)
-      field = concat("pass ", s.pass, s.in_pass ? " open" : " not open", ", rank 0 pass ", s0.pass,
-                     s0.in_pass ? " open" : " not open");
-    else
-      field = "different Sketch A factors than rank 0 (each pass must start from the factors of the previous "
-              "distributed end_pass)";
-    throw typename C::error_type(concat(what, ": rank ", r, " of ", all.size(), " has ", field,
-                                        "; every rank must pass the same accumulator shape"));
+    const state_shape& s = all[r].shape;
+    if (s == s0) continue;
+    const std::string field = yaqa::detail::hessian::shape_mismatch(s, s0, "cuda::");
+    throw typename C::error_type(yaqa::detail::concat(what, ": rank ", r, " of ", all.size(), " has ", field,
+                                                      "; every rank must pass the same accumulator shape"));
   }
   return all;
 }
@@ -246,23 +214,30 @@ void allreduce(const C& comm, A& acc, const char* what) {
 
 }  // namespace detail::sketch
 
-//! Sums E[x x^T]'s running sum over the ranks into root's accumulator (rank order).
-template <device_communicator C, class T>
-void reduce(const C& comm, second_moment<T>& acc, int root = 0) {
-  detail::sketch::reduce(comm, acc, root, "yaqa::cuda::reduce(second_moment)");
+//! A device accumulator whose whole sums are reduced: cuda::second_moment, cuda::sketch_b (Sketch
+//! A is reduced pass by pass, below).
+template <class A>
+concept whole_state_accumulator = requires(const A& a) {
+  { detail::sketch::state_access<A>::record(a) } -> std::same_as<detail::sketch::device_record>;
+} && !requires(const A& a) { a.in_pass(); };
+
+namespace detail::sketch {
+template <class A>
+std::string call_name(const char* fn, const A& acc) {
+  return yaqa::detail::concat("yaqa::cuda::", fn, "(",
+                              yaqa::detail::hessian::state_kind_name(state_access<A>::record(acc).shape.kind), ")");
+}
+}  // namespace detail::sketch
+
+//! Sums the accumulator over the ranks into root's (rank order; other ranks unchanged).
+template <device_communicator C, whole_state_accumulator A>
+void reduce(const C& comm, A& acc, int root = 0) {
+  detail::sketch::reduce(comm, acc, root, detail::sketch::call_name("reduce", acc).c_str());
 }
 //! The same sum on every rank, the same bits.
-template <device_communicator C, class T>
-void allreduce(const C& comm, second_moment<T>& acc) {
-  detail::sketch::allreduce(comm, acc, "yaqa::cuda::allreduce(second_moment)");
-}
-template <device_communicator C, class T>
-void reduce(const C& comm, sketch_b<T>& acc, int root = 0) {
-  detail::sketch::reduce(comm, acc, root, "yaqa::cuda::reduce(sketch_b)");
-}
-template <device_communicator C, class T>
-void allreduce(const C& comm, sketch_b<T>& acc) {
-  detail::sketch::allreduce(comm, acc, "yaqa::cuda::allreduce(sketch_b)");
+template <device_communicator C, whole_state_accumulator A>
+void allreduce(const C& comm, A& acc) {
+  detail::sketch::allreduce(comm, acc, detail::sketch::call_name("allreduce", acc).c_str());
 }
 //! Sums the open pass of Sketch A into root's sketch; the pass stays open. Every rank must have
 //! the same pass open, begun from the same factors.
