@@ -40,6 +40,27 @@ void BM_damped_block_ldl(benchmark::State& state) {
   yaqa::bench::set_flops(state, nd * nd * nd / 3.0 + nd * nd * bd / 2.0 + nd * bd * bd);
 }
 
+// The same in place, as quantize_layer runs it (H's fp64 copy becomes L; the copy is not timed).
+template <class T>
+void BM_damped_block_ldl_in_place(benchmark::State& state) {
+  const yaqa::index n = state.range(0), b = state.range(1);
+  const auto h = dominant_spd<T>(n, 1);
+  yaqa::matrix<double> work(n, n);
+  for (auto _ : state) {
+    state.PauseTiming();
+    work = h.template cast<double>();
+    state.ResumeTiming();
+    auto r = yaqa::damped_block_ldl_in_place(yaqa::cpu_backend{}, work, b);
+    if (!r.has_value()) state.SkipWithError("factorization failed");
+    benchmark::DoNotOptimize(r->L.data());
+    state.PauseTiming();
+    work = std::move(r->L);  // the next copy reuses the buffer (no fresh pages)
+    state.ResumeTiming();
+  }
+  const double nd = double(n), bd = double(b);
+  yaqa::bench::set_flops(state, nd * nd * nd / 3.0 + nd * nd * bd / 2.0 + nd * bd * bd);
+}
+
 // Cholesky of the reversed H (n^3/3) plus the triangular inverse (n^3/3).
 template <class T>
 void BM_gptq_inverse_factor(benchmark::State& state) {
@@ -57,8 +78,11 @@ void BM_gptq_inverse_factor(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK_TEMPLATE(BM_damped_block_ldl, double)
-    ->Args({768, 16})->Args({1024, 16})->Args({4096, 16})->Args({8192, 16})
+    ->Args({768, 16})->Args({1024, 16})->Args({2048, 16})->Args({4096, 16})->Args({8192, 16})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_damped_block_ldl_in_place, double)
+    ->Args({2048, 16})->Args({4096, 16})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_gptq_inverse_factor, double)
-    ->Arg(768)->Arg(1024)->Arg(4096)
+    ->Arg(768)->Arg(1024)->Arg(2048)->Arg(4096)
     ->Unit(benchmark::kMillisecond)->UseRealTime();

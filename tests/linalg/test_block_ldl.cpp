@@ -373,3 +373,27 @@ TEST_CASE("damped_block_ldl_in_place: the same factors bit for bit, H restored o
         }
   }
 }
+
+TEMPLATE_TEST_CASE("the factorizations' NaN/Inf scan names the first bad entry in column-major order, whatever the threads",
+                   "[linalg][ldl][errors]", float, double) {
+  using T = TestType;
+  const yaqa::index n = 301;  // several 64-wide column chunks of the parallel scan, last one partial
+  for (int threads : {1, 2, 3}) {
+    matrix<T> h = test::random_spd<T>(n, 10.0, 31);
+    h(250, 70) = std::numeric_limits<T>::infinity();   // chunk 1
+    h(10, 200) = std::numeric_limits<T>::quiet_NaN();  // a later chunk, earlier row
+    h(300, 300) = std::numeric_limits<T>::quiet_NaN(); // the last, partial chunk
+    const auto r = damped_block_ldl(cpu_backend{threads}, view(h), 16);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().attempts == 0);
+    CHECK(contains(r.error().reason, "Inf at (250, 70)"));
+    const auto u = gptq_inverse_factor(cpu_backend{threads}, view(h));
+    REQUIRE_FALSE(u.has_value());
+    CHECK(contains(u.error().reason, "Inf at (250, 70)"));
+    h(250, 70) = T(0);
+    h(70, 250) = T(0);
+    CHECK(contains(damped_block_ldl(cpu_backend{threads}, view(h), 16).error().reason, "NaN at (10, 200)"));
+    h(10, 200) = T(0);
+    CHECK(contains(damped_block_ldl(cpu_backend{threads}, view(h), 16).error().reason, "NaN at (300, 300)"));
+  }
+}

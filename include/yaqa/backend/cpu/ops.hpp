@@ -190,9 +190,10 @@ struct backend_ops<cpu_backend> {
     const index n1 = (n / 2 + 63) / 64 * 64, n2 = n - n1;  // a multiple of 64 (n > 128: n1 < n)
     if (const index info = potrf_recursive<T>(b, A.topLeftCorner(n1, n1)); info != 0) return info;
     auto a21 = A.bottomLeftCorner(n2, n1);
-    // A21 <- A21 * L11^{-T}, split by rows.
+    // A21 <- A21 * L11^{-T}, split by rows. Each chunk packs all of L11, so chunks are wide as
+    // in the rank update below (n2/16-row chunks spent 9 % of a factorization packing).
     const auto l11 = A.topLeftCorner(n1, n1).template triangularView<Eigen::Lower>();
-    detail::parallel_chunks(b, n2, detail::chunk_width(n2), [&](index r0, index h) {
+    detail::parallel_chunks(b, n2, detail::chunk_width(n2, std::max<index>(128, n2 / 8)), [&](index r0, index h) {
       auto blk = a21.middleRows(r0, h);
       l11.transpose().template solveInPlace<Eigen::OnTheRight>(blk);
     });
