@@ -101,11 +101,7 @@ std::pair<std::vector<std::string>, std::vector<float>> params_table(const std::
 //! Row-major little-endian bytes of an unsigned code matrix.
 template <class C>
 std::vector<std::byte> code_bytes(const matrix<C>& c) {
-  std::vector<std::byte> b(std::size_t(c.size()) * sizeof(C));
-  std::byte* p = b.data();
-  for (index i = 0; i < c.rows(); ++i)
-    for (index j = 0; j < c.cols(); ++j, p += sizeof(C)) yaqa::detail::store_le(p, c(i, j));
-  return b;
+  return yaqa::detail::encode_row_major_le(matrix_view<const C>(c.data(), c.rows(), c.cols(), std::max<index>(1, c.rows())));
 }
 
 //! The codes as one tensor: [rows, cols] little-endian unsigned integers, or for the trellis

@@ -203,6 +203,23 @@ std::vector<std::byte> encode_row_major(matrix_view<const T, host_space> m, dtyp
   return out;
 }
 
+//! Row-major little-endian bytes of an unsigned integer matrix (quantization codes), in tiles as
+//! encode_row_major: a row-by-row walk of the column-major matrix strides by its row count per
+//! entry (0.16 s for the codes of a 4096 x 4096 layer, 4 % of a whole CLI run).
+template <class C>
+  requires std::is_unsigned_v<C>
+std::vector<std::byte> encode_row_major_le(matrix_view<const C, host_space> c) {
+  std::vector<std::byte> b(std::size_t(c.rows * c.cols) * sizeof(C));
+  constexpr index t = 64;
+  for (index i0 = 0; i0 < c.rows; i0 += t)
+    for (index j0 = 0; j0 < c.cols; j0 += t)
+      for (index i = i0; i < std::min(c.rows, i0 + t); ++i) {
+        std::byte* p = b.data() + std::size_t(i * c.cols + j0) * sizeof(C);
+        for (index j = j0; j < std::min(c.cols, j0 + t); ++j, p += sizeof(C)) store_le(p, c(i, j));
+      }
+  return b;
+}
+
 //! What the writers accept as a flat list of values: a contiguous range of float or double
 //! (std::vector, std::span, std::array, ...) or an Eigen vector (Eigen 3.4's iterators are not
 //! contiguous_iterators, and 2-D Eigen matrices are excluded because their column-major storage
