@@ -181,25 +181,25 @@ TEMPLATE_LIST_TEST_CASE("encode_row_major writes a strided matrix in row-major o
 }
 
 TEST_CASE("encode_row_major_le writes unsigned codes row-major, little-endian, across several tiles", "[io][codes]") {
-  // 130 x 70 in a larger column-major buffer (ld 133): two full 64-tiles and a partial one each way
+  // 130 x 600 in a larger column-major buffer (ld 133): a full and a partial tile each way (128 x 512)
   auto check = [](auto zero) {
     using C = decltype(zero);
-    matrix<C> buf(133, 70);
+    matrix<C> buf(133, 600);
     std::uint64_t s = 12345;
     for (yaqa::index j = 0; j < buf.cols(); ++j)
       for (yaqa::index i = 0; i < buf.rows(); ++i) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         buf(i, j) = static_cast<C>(s >> 29);
       }
-    const matrix_view<const C> c(buf.data(), 130, 70, 133);
+    const matrix_view<const C> c(buf.data(), 130, 600, 133);
     const std::vector<std::byte> b = yaqa::detail::encode_row_major_le(c);
-    REQUIRE(b.size() == std::size_t(130 * 70) * sizeof(C));
+    REQUIRE(b.size() == std::size_t(130 * 600) * sizeof(C));
     std::size_t at = 0;
     for (yaqa::index i = 0; i < c.rows; ++i)
       for (yaqa::index j = 0; j < c.cols; ++j)
         for (std::size_t k = 0; k < sizeof(C); ++k, ++at)
           REQUIRE(std::to_integer<std::uint64_t>(b[at]) == ((std::uint64_t(c(i, j)) >> (8 * k)) & 0xffu));
-    CHECK(yaqa::detail::encode_row_major_le(matrix_view<const C>(buf.data(), 0, 70, 1)).empty());
+    CHECK(yaqa::detail::encode_row_major_le(matrix_view<const C>(buf.data(), 0, 600, 1)).empty());
   };
   check(std::uint8_t{});
   check(std::uint16_t{});

@@ -179,7 +179,7 @@ inline void require_encodable(const char* what, std::string_view name, dtype t) 
                             "; values convert only to F64, F32, F16 or BF16 (store other types as raw bytes)");
 }
 
-//! Tile of the blocked transposes in encode_row_major and to_matrix (256 KiB of float: fits L2).
+//! Tile of the blocked transposes in encode_row_major(_le) and to_matrix (256 KiB of float: fits L2).
 inline constexpr index tile_rows = 128, tile_cols = 512;
 
 //! Encodes the rows x cols matrix m in row-major order (the on-disk layout) as dtype t.
@@ -210,12 +210,11 @@ template <class C>
   requires std::is_unsigned_v<C>
 std::vector<std::byte> encode_row_major_le(matrix_view<const C, host_space> c) {
   std::vector<std::byte> b(std::size_t(c.rows * c.cols) * sizeof(C));
-  constexpr index t = 64;
-  for (index i0 = 0; i0 < c.rows; i0 += t)
-    for (index j0 = 0; j0 < c.cols; j0 += t)
-      for (index i = i0; i < std::min(c.rows, i0 + t); ++i) {
+  for (index i0 = 0; i0 < c.rows; i0 += tile_rows)
+    for (index j0 = 0; j0 < c.cols; j0 += tile_cols)
+      for (index i = i0; i < std::min(c.rows, i0 + tile_rows); ++i) {
         std::byte* p = b.data() + std::size_t(i * c.cols + j0) * sizeof(C);
-        for (index j = j0; j < std::min(c.cols, j0 + t); ++j, p += sizeof(C)) store_le(p, c(i, j));
+        for (index j = j0; j < std::min(c.cols, j0 + tile_cols); ++j, p += sizeof(C)) store_le(p, c(i, j));
       }
   return b;
 }

@@ -376,9 +376,9 @@ result<ldl_factors<T>> block_ldl_impl(const B& b, matrix_view<const T> h, index 
                                       const damping_options* opts, const char* what) {
   std::vector<double> schedule;
   factor_scan st;
-  if (auto early = ldl_prologue<B>(host_loops(b), h, block, opts, what, schedule, st)) return std::move(*early);
-  const index n = h.rows;
   const cpu_backend cb = host_loops(b);
+  if (auto early = ldl_prologue<B>(cb, h, block, opts, what, schedule, st)) return std::move(*early);
+  const index n = h.rows;
   matrix<double> a(n, n);
   std::vector<matrix<double>> dblocks;
   const ladder_outcome o =
@@ -395,11 +395,11 @@ result<ldl_factors<double>> block_ldl_in_place_impl(const B& b, matrix<double>& 
                                                     const damping_options* opts, const char* what) {
   std::vector<double> schedule;
   factor_scan st;
-  if (auto early = ldl_prologue<B>(host_loops(b), matrix_view<const double>(h.data(), h.rows(), h.cols(), std::max<index>(1, h.rows())),
+  const cpu_backend cb = host_loops(b);
+  if (auto early = ldl_prologue<B>(cb, matrix_view<const double>(h.data(), h.rows(), h.cols(), std::max<index>(1, h.rows())),
                                    block, opts, what, schedule, st))
     return std::move(*early);
   const index n = h.rows();
-  const cpu_backend cb = host_loops(b);
   mirror_triangle(cb, h, true);  // upper := lower: every attempt reads the lower triangle, as load_damped does
   const vector<double> diag = h.diagonal();
   std::vector<matrix<double>> dblocks;
